@@ -1,0 +1,262 @@
+//! `moescope bench`: ns per token-layer for moescope and its baselines, with ratios.
+
+use std::io::Write;
+
+use moescope_bench::{measure, Budget, CaseResult, Impl, Workload};
+use serde::Serialize;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Short run (under 30 s): fewer, shorter samples.
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Tokens per batch to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64, 4096])]
+    tokens: Vec<usize>,
+    /// Writer thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
+    threads: Vec<usize>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    format: &'static str,
+    machine: Machine,
+    workload: WorkloadInfo,
+    cases: Vec<CaseResult>,
+    ratios: Vec<Ratio>,
+    targets: Vec<Target>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    logical_cpus: usize,
+    os: &'static str,
+    arch: &'static str,
+}
+
+#[derive(Serialize)]
+struct WorkloadInfo {
+    experts: usize,
+    top_k: usize,
+    layers: usize,
+    languages: &'static str,
+    samples: usize,
+    sample_ms: u128,
+}
+
+/// A baseline's cost divided by moescope's, for one (tokens, threads).
+#[derive(Serialize)]
+struct Ratio {
+    tokens: usize,
+    threads: usize,
+    baseline: &'static str,
+    /// baseline ns ÷ moescope ns (> 1: moescope is cheaper).
+    baseline_over_moescope: f64,
+}
+
+#[derive(Serialize)]
+struct Target {
+    name: String,
+    value: f64,
+    goal: String,
+    met: bool,
+}
+
+pub fn run(args: &BenchArgs) -> u8 {
+    if args.tokens.iter().chain(&args.threads).any(|&n| n == 0) {
+        eprintln!("moescope bench: --tokens and --threads take positive numbers");
+        return 2;
+    }
+    let budget = if args.quick {
+        Budget::QUICK
+    } else {
+        Budget::FULL
+    };
+    let mut cases = Vec::new();
+    for &tokens in &args.tokens {
+        let w = Workload::new(tokens);
+        for &threads in &args.threads {
+            for imp in Impl::ALL {
+                if !args.json {
+                    eprint!(
+                        "\rmeasuring {:<16} T={tokens:<5} threads={threads} ",
+                        imp.name()
+                    );
+                }
+                cases.push(measure(imp, &w, threads, budget));
+            }
+        }
+    }
+    if !args.json {
+        eprint!("\r{:60}\r", "");
+    }
+    let ratios = ratios(&cases);
+    let targets = targets(&cases);
+    let report = Report {
+        format: "moescope.bench/v1",
+        machine: Machine {
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+        },
+        workload: WorkloadInfo {
+            experts: moescope_bench::EXPERTS,
+            top_k: moescope_bench::TOP_K,
+            layers: moescope_bench::LAYERS,
+            languages: "en 90%, he 5%, ja 5% (per token)",
+            samples: budget.samples,
+            sample_ms: budget.sample_time.as_millis(),
+        },
+        cases,
+        ratios,
+        targets,
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        print_table(&mut out, &report)
+    };
+    match written {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("moescope bench: {e}");
+            1
+        }
+    }
+}
+
+fn find(
+    cases: &[CaseResult],
+    imp: Impl,
+    tokens: usize,
+    threads: usize,
+) -> Option<&CaseResult> {
+    cases
+        .iter()
+        .find(|c| c.imp == imp.name() && c.tokens == tokens && c.threads == threads)
+}
+
+fn ratios(cases: &[CaseResult]) -> Vec<Ratio> {
+    cases
+        .iter()
+        .filter(|c| c.imp == Impl::Moescope.name())
+        .flat_map(|m| {
+            Impl::ALL[1..].iter().filter_map(move |&b| {
+                let base = find(cases, b, m.tokens, m.threads)?;
+                Some(Ratio {
+                    tokens: m.tokens,
+                    threads: m.threads,
+                    baseline: b.name(),
+                    baseline_over_moescope: base.ns_per_token_layer / m.ns_per_token_layer,
+                })
+            })
+        })
+        .collect()
+}
+
+fn targets(cases: &[CaseResult]) -> Vec<Target> {
+    let ns = |imp, tokens, threads| find(cases, imp, tokens, threads).map(|c| c.ns_per_token_layer);
+    let mut out = Vec::new();
+    if let (Some(m), Some(c), Some(h)) = (
+        ns(Impl::Moescope, 64, 1),
+        ns(Impl::MetricsCounter, 64, 1),
+        ns(Impl::MetricsHandles, 64, 1),
+    ) {
+        out.push(Target {
+            name: "T=64: metrics-counter / moescope".into(),
+            value: c / m,
+            goal: ">= 100".into(),
+            met: c / m >= 100.0,
+        });
+        out.push(Target {
+            name: "T=64: metrics-handles / moescope".into(),
+            value: h / m,
+            goal: ">= 3".into(),
+            met: h / m >= 3.0,
+        });
+    }
+    if let (Some(m), Some(p)) = (ns(Impl::Moescope, 4096, 1), ns(Impl::PlainArray, 4096, 1)) {
+        out.push(Target {
+            name: "T=4096: moescope / plain-array".into(),
+            value: m / p,
+            goal: "<= 1.5".into(),
+            met: m / p <= 1.5,
+        });
+    }
+    for tokens in [64, 4096] {
+        if let (Some(one), Some(two)) =
+            (ns(Impl::Moescope, tokens, 1), ns(Impl::Moescope, tokens, 2))
+        {
+            // ns per token-layer is wall × threads / work: throughput speed-up = 2 · one / two.
+            let speedup = 2.0 * one / two;
+            out.push(Target {
+                name: format!("T={tokens}: moescope throughput, 2 threads / 1 thread"),
+                value: speedup,
+                goal: ">= 1.8 (near-linear)".into(),
+                met: speedup >= 1.8,
+            });
+        }
+    }
+    out
+}
+
+fn print_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "moescope bench: E={} k={} layers={} languages: {}; median of {} samples of ~{} ms; {} logical CPUs",
+        r.workload.experts,
+        r.workload.top_k,
+        r.workload.layers,
+        r.workload.languages,
+        r.workload.samples,
+        r.workload.sample_ms,
+        r.machine.logical_cpus
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<16} {:>6} {:>7} {:>14} {:>22} {:>12}",
+        "impl", "tokens", "threads", "ns/token-layer", "min..max", "vs moescope"
+    )?;
+    for c in &r.cases {
+        let vs = find(&r.cases, Impl::Moescope, c.tokens, c.threads)
+            .map(|m| c.ns_per_token_layer / m.ns_per_token_layer)
+            .map_or_else(String::new, |x| format!("{x:.2}x"));
+        writeln!(
+            out,
+            "{:<16} {:>6} {:>7} {:>14.2} {:>22} {:>12}",
+            c.imp,
+            c.tokens,
+            c.threads,
+            c.ns_per_token_layer,
+            format!(
+                "{:.2}..{:.2}",
+                c.min_ns_per_token_layer, c.max_ns_per_token_layer
+            ),
+            vs
+        )?;
+    }
+    if !r.targets.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "targets:")?;
+        for t in &r.targets {
+            writeln!(
+                out,
+                "  {:<52} {:>9.2}  goal {:<22} {}",
+                t.name,
+                t.value,
+                t.goal,
+                if t.met { "met" } else { "NOT MET" }
+            )?;
+        }
+    }
+    Ok(())
+}
