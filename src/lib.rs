@@ -1,1 +1,32 @@
+//! moescope: live, per-language routing health for Mixture-of-Experts serving.
+//!
+//! A serving binary links this crate, builds a [`Recorder`] for its model, and hands it each
+//! MoE layer's router decisions together with the language of every token. The recorder
+//! counts them lock-free into a rolling window; [`Recorder::snapshot`] returns the window as
+//! a [`Snapshot`] (the `moescope.snapshot/v1` interchange format), and [`stats`] turns a
+//! snapshot into the routing metrics of the deep-layer collapse study: usage entropy, Gini,
+//! active experts, LSI, cross-language similarity, and the collapse verdict.
+//!
+//! ```
+//! use moescope::{stats, Languages, ModelSpec, Recorder, RouterBatch};
+//!
+//! let recorder = Recorder::new(ModelSpec::preset("qwen3-30b-a3b")?)?;
+//! let he = recorder.language("he"); // once per request; untrusted tags are fine
+//!
+//! // One forward step of the last MoE layer: 4 Hebrew tokens, top-8 expert ids each.
+//! let ids: Vec<u32> = (0..4 * 8).map(|i| i % 8).collect();
+//! recorder.record(&RouterBatch::new(47, &ids, Languages::All(he)))?;
+//!
+//! let snapshot = recorder.snapshot();
+//! let layer = &snapshot.languages["he"].layers[47];
+//! // Every token picked experts 0..8: usage is uniform over 8 of 128 experts, 3 bits.
+//! assert_eq!(stats::usage_entropy_bits(&layer.expert_tokens), Some(3.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The pieces live in their own crates, re-exported here: `moescope-core` (model spec,
+//! languages, recorder, window, snapshot) and `moescope-stats` (the metrics, pure functions).
+//! docs/METRICS.md defines every metric.
 
+pub use moescope_core::*;
+pub use moescope_stats as stats;

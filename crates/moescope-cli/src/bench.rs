@@ -133,12 +133,7 @@ pub fn run(args: &BenchArgs) -> u8 {
     }
 }
 
-fn find(
-    cases: &[CaseResult],
-    imp: Impl,
-    tokens: usize,
-    threads: usize,
-) -> Option<&CaseResult> {
+fn find(cases: &[CaseResult], imp: Impl, tokens: usize, threads: usize) -> Option<&CaseResult> {
     cases
         .iter()
         .find(|c| c.imp == imp.name() && c.tokens == tokens && c.threads == threads)

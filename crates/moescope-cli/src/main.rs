@@ -1,11 +1,15 @@
 //! `moescope`: the command-line face of moescope.
 //!
+//! - `moescope analyze`: the paper's routing metrics and the deep-layer collapse verdict for a
+//!   snapshot.
+//! - `moescope diff`: base against candidate checkpoint; the exit code gates a rollout.
 //! - `moescope bench`: what recording costs on this machine, against the alternatives.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod bench;
 
 /// Per-language routing health for Mixture-of-Experts models.
@@ -18,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Compute per-layer, per-language routing metrics and the deep-layer collapse verdict
+    /// of a snapshot (JSON, table or CSV). Exit 0; 2 on bad input.
+    Analyze(analyze::AnalyzeArgs),
+    /// Compare a base and a candidate snapshot (e.g. a continual pre-training checkpoint).
+    /// Exit 0: no regression; 1: the candidate regresses; 2: bad input.
+    Diff(analyze::DiffArgs),
     /// Measure the cost of recording router decisions (ns per token-layer) against the
     /// alternatives a serving engineer would write, in the same run.
     Bench(bench::BenchArgs),
@@ -26,7 +36,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match &cli.command {
-        Command::Bench(args) => bench::run(args),
+        Command::Analyze(args) => analyze::run_analyze(args),
+        Command::Diff(args) => analyze::run_diff(args),
+        Command::Bench(args) => i32::from(bench::run(args)),
     };
-    ExitCode::from(code)
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
 }

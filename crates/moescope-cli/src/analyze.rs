@@ -1,0 +1,727 @@
+//! `moescope analyze` and `moescope diff`: the paper's analysis of snapshot files, offline.
+//!
+//! Exit codes (both commands):
+//! - 0: success; for `diff`, the candidate does not regress;
+//! - 1: `diff`: the candidate regresses (deep-layer collapse introduced, or worse by more than
+//!   `--tolerance-bits`; with `--strict` also a collapse that persists); `analyze` only with
+//!   `--fail-on-collapse`, when a language is flagged collapsed;
+//! - 2: bad input: unreadable file, malformed JSON, wrong `format`, counts that do not fit the
+//!   model, unknown reference language, snapshots of different model shapes, bad options.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use moescope_core::Snapshot;
+use moescope_stats::{
+    analyze, diff, Analysis, AnalysisConfig, AnalysisDiff, CollapseConfig, CollapseStatus,
+    DiffConfig, LayerRow, PairRow,
+};
+
+/// Success; for `diff`, no regression.
+pub const EXIT_OK: i32 = 0;
+/// `diff`: the candidate regresses (`analyze --fail-on-collapse`: a language is collapsed).
+pub const EXIT_REGRESSION: i32 = 1;
+/// Bad input or options.
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// `moescope.analysis/v1` (or `moescope.diff/v1`) JSON.
+    Json,
+    /// Aligned text for people: collapse first, then per-layer rows with deep layers marked.
+    Table,
+    /// One row per language and layer.
+    Csv,
+}
+
+/// Settings of the deep-layer collapse verdict.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollapseArgs {
+    /// Collapse threshold θ on the score C, in bits.
+    #[arg(long, value_name = "BITS", default_value_t = 0.3)]
+    pub theta_bits: f64,
+    /// Tokens every deep layer needs, for the language and the reference, before a verdict.
+    #[arg(long, value_name = "N", default_value_t = 500.0)]
+    pub min_deep_tokens: f64,
+}
+
+impl CollapseArgs {
+    fn config(&self) -> CollapseConfig {
+        CollapseConfig {
+            theta_bits: self.theta_bits,
+            min_deep_tokens: self.min_deep_tokens,
+            ..CollapseConfig::default()
+        }
+    }
+}
+
+/// `moescope analyze`: every metric of one snapshot against a reference language.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Snapshot file (`moescope.snapshot/v1` JSON).
+    pub snapshot: PathBuf,
+    /// Reference language (the paper's English), e.g. `en`.
+    #[arg(long, value_name = "LANG")]
+    pub reference: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    pub format: OutputFormat,
+    /// LSI threshold τ: > τ language-specific, < −τ reference-specific, else shared.
+    #[arg(long, value_name = "T", default_value_t = 0.2)]
+    pub lsi_threshold: f64,
+    /// Compare every pair of languages (e.g. for JSD heatmaps), not only each with the reference.
+    #[arg(long)]
+    pub all_pairs: bool,
+    /// K of the top-K overlap (default: the model's top_k).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// α of the active-expert count: experts with share ≥ α/E.
+    #[arg(long, value_name = "ALPHA", default_value_t = 0.1)]
+    pub active_alpha: f64,
+    /// Exit with 1 when any language is flagged collapsed.
+    #[arg(long)]
+    pub fail_on_collapse: bool,
+    /// Collapse settings.
+    #[command(flatten)]
+    pub collapse: CollapseArgs,
+}
+
+/// `moescope diff`: base checkpoint against a candidate (CPT or SFT); exit 1 on regression.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffArgs {
+    /// Base snapshot file.
+    pub base: PathBuf,
+    /// Candidate snapshot file.
+    pub candidate: PathBuf,
+    /// Reference language, e.g. `en`.
+    #[arg(long, value_name = "LANG")]
+    pub reference: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// LSI threshold τ.
+    #[arg(long, value_name = "T", default_value_t = 0.2)]
+    pub lsi_threshold: f64,
+    /// How much a persisting collapse score may grow before it counts as a regression, in bits.
+    #[arg(long, value_name = "BITS", default_value_t = 0.1)]
+    pub tolerance_bits: f64,
+    /// Also count a collapse that the candidate did not repair as a regression.
+    #[arg(long)]
+    pub strict: bool,
+    /// Collapse settings.
+    #[command(flatten)]
+    pub collapse: CollapseArgs,
+}
+
+fn load(path: &Path) -> Result<Snapshot, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Snapshot::from_json_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a panic or a different exit code.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn fail(cmd: &str, msg: &str) -> i32 {
+    eprintln!("moescope {cmd}: error: {msg}");
+    EXIT_BAD_INPUT
+}
+
+/// Runs `moescope analyze`; prints the analysis to stdout, errors to stderr; returns the exit
+/// code (0, 1 with `--fail-on-collapse` and a collapsed language, 2 on bad input).
+pub fn run_analyze(args: &AnalyzeArgs) -> i32 {
+    let snap = match load(&args.snapshot) {
+        Ok(s) => s,
+        Err(e) => return fail("analyze", &e),
+    };
+    let config = AnalysisConfig {
+        lsi_threshold: args.lsi_threshold,
+        active_alpha: args.active_alpha,
+        top_k: args.top_k,
+        all_pairs: args.all_pairs,
+        collapse: args.collapse.config(),
+        ..AnalysisConfig::new(args.reference.clone())
+    };
+    let analysis = match analyze(&snap, &config) {
+        Ok(a) => a,
+        Err(e) => return fail("analyze", &format!("{}: {e}", args.snapshot.display())),
+    };
+    let text = match args.format {
+        OutputFormat::Json => match serde_json::to_string_pretty(&analysis) {
+            Ok(s) => s + "\n",
+            Err(e) => return fail("analyze", &format!("cannot encode the analysis: {e}")),
+        },
+        OutputFormat::Table => analysis_table(&analysis),
+        OutputFormat::Csv => analysis_csv(&analysis),
+    };
+    print_out(&text);
+    if args.fail_on_collapse && analysis.collapse.iter().any(|c| c.collapsed) {
+        EXIT_REGRESSION
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Runs `moescope diff`; prints the comparison to stdout, errors to stderr; returns 0 (no
+/// regression), 1 (regression) or 2 (bad input).
+pub fn run_diff(args: &DiffArgs) -> i32 {
+    let config = AnalysisConfig {
+        lsi_threshold: args.lsi_threshold,
+        collapse: args.collapse.config(),
+        ..AnalysisConfig::new(args.reference.clone())
+    };
+    let mut analyses = Vec::new();
+    for (role, path) in [("base", &args.base), ("candidate", &args.candidate)] {
+        let snap = match load(path) {
+            Ok(s) => s,
+            Err(e) => return fail("diff", &format!("{role}: {e}")),
+        };
+        match analyze(&snap, &config) {
+            Ok(a) => analyses.push(a),
+            Err(e) => return fail("diff", &format!("{role}: {}: {e}", path.display())),
+        }
+    }
+    if !args.tolerance_bits.is_finite() || args.tolerance_bits < 0.0 {
+        return fail(
+            "diff",
+            &format!("--tolerance-bits {} is not ≥ 0", args.tolerance_bits),
+        );
+    }
+    let dc = DiffConfig {
+        tolerance_bits: args.tolerance_bits,
+        strict: args.strict,
+    };
+    let d = match diff(&analyses[0], &analyses[1], &dc) {
+        Ok(d) => d,
+        Err(e) => return fail("diff", &e.to_string()),
+    };
+    let text = match args.format {
+        OutputFormat::Json => match serde_json::to_string_pretty(&d) {
+            Ok(s) => s + "\n",
+            Err(e) => return fail("diff", &format!("cannot encode the diff: {e}")),
+        },
+        OutputFormat::Table => diff_table(&d),
+        OutputFormat::Csv => diff_csv(&d),
+    };
+    print_out(&text);
+    if d.regression {
+        EXIT_REGRESSION
+    } else {
+        EXIT_OK
+    }
+}
+
+fn num(x: Option<f64>, prec: usize) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
+}
+
+fn signed(x: Option<f64>, prec: usize) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v:+.prec$}"))
+}
+
+fn count(x: Option<usize>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn tokens(t: f64) -> String {
+    if t.fract() == 0.0 && t.abs() < 1e15 {
+        format!("{t:.0}")
+    } else {
+        format!("{t:.1}")
+    }
+}
+
+/// Renders rows as aligned columns: the first `left` columns left-aligned, the rest right-aligned.
+fn render(header: &[&str], rows: &[Vec<String>], left: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            let pad = w.saturating_sub(c.chars().count());
+            if i < left {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// Languages in display order: collapsed ones (highest score first), the other compared
+/// languages, then the reference.
+fn language_order(a: &Analysis) -> Vec<String> {
+    let mut scored: Vec<(&str, bool, f64)> = a
+        .collapse
+        .iter()
+        .map(|c| {
+            (
+                c.lang.as_str(),
+                c.collapsed,
+                c.score_bits.unwrap_or(f64::NEG_INFINITY),
+            )
+        })
+        .collect();
+    scored.sort_by(|x, y| y.1.cmp(&x.1).then(y.2.total_cmp(&x.2)).then(x.0.cmp(y.0)));
+    let mut order: Vec<String> = scored.iter().map(|s| s.0.to_string()).collect();
+    for l in &a.languages {
+        if !order.contains(l) && *l != a.reference {
+            order.push(l.clone());
+        }
+    }
+    order.push(a.reference.clone());
+    order
+}
+
+fn analysis_table(a: &Analysis) -> String {
+    let mut out = String::new();
+    let m = &a.model;
+    let _ = writeln!(
+        out,
+        "moescope analysis: model {} ({} routed experts, top-{}, {} MoE layers), reference {}",
+        m.name,
+        m.num_experts,
+        m.top_k,
+        m.layers.len(),
+        a.reference
+    );
+    let span = |v: &[u32]| match (v.first(), v.last()) {
+        (Some(f), Some(l)) => format!("{f}-{l}"),
+        _ => "none".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "deep layers {} (marked *), middle layers {}",
+        span(&a.deep_layers),
+        span(&a.middle_layers)
+    );
+
+    let _ = writeln!(
+        out,
+        "\nDeep-layer collapse (theta {:.3} bits, at least {} tokens per deep layer)",
+        a.settings.theta_bits,
+        tokens(a.settings.min_deep_tokens)
+    );
+    let order = language_order(a);
+    let rows: Vec<Vec<String>> = order
+        .iter()
+        .filter_map(|l| a.collapse_for(l))
+        .map(|c| {
+            vec![
+                c.lang.clone(),
+                c.reference.clone(),
+                if c.collapsed { "COLLAPSED" } else { "ok" }.to_string(),
+                num(c.score_bits, 3),
+                num(c.drop_bits, 3),
+                num(c.reference_drop_bits, 3),
+                c.min_deep_tokens.map_or("-".into(), tokens),
+                num(c.bucket_score_std_bits, 3),
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &[
+            "lang",
+            "ref",
+            "status",
+            "score_bits",
+            "drop_bits",
+            "ref_drop_bits",
+            "min_deep_tokens",
+            "bucket_std",
+        ],
+        &rows,
+        3,
+    ));
+    if !a.split_half_collapse.is_empty() {
+        let parts: Vec<String> = a
+            .split_half_collapse
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}{}",
+                    s.lang,
+                    num(s.score_bits, 3),
+                    if s.collapsed { " (COLLAPSED)" } else { "" }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "split-half control scores (half A vs B, bits): {}",
+            parts.join(", ")
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nPer layer (gap = H_{r} - H_lang; cosine, JSD, top-K, rank correlations against {r})",
+        r = a.reference
+    );
+    let mut rows = Vec::new();
+    for lang in &order {
+        for r in a.layers.iter().filter(|r| &r.lang == lang) {
+            let p = a.pair_row(lang, &a.reference, r.depth).map(|p| p.metrics);
+            rows.push(layer_cells(r, p));
+        }
+    }
+    out.push_str(&render(
+        &[
+            "lang", "layer", "deep", "tokens", "H_bits", "H_norm", "gini", "active", "sel_H",
+            "gap_bits", "cosine", "jsd_bits", "topk", "spearman", "kendall",
+        ],
+        &rows,
+        1,
+    ));
+
+    if !a.lsi.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nLSI, averaged over layers (lang-specific / reference-specific / shared experts)"
+        );
+        let mut header = vec!["lang".to_string(), "ref".to_string(), "basis".to_string()];
+        let mut taus: Vec<f64> = Vec::new();
+        for r in &a.lsi_sweep {
+            if !taus.contains(&r.threshold) {
+                taus.push(r.threshold);
+            }
+        }
+        for t in &taus {
+            let mark = if *t == a.settings.lsi_threshold {
+                "*"
+            } else {
+                ""
+            };
+            header.push(format!("tau={t}{mark}"));
+        }
+        let rows: Vec<Vec<String>> = order
+            .iter()
+            .filter_map(|l| a.lsi.iter().find(|r| &r.lang == l))
+            .map(|r| {
+                let mut cells = vec![
+                    r.lang.clone(),
+                    r.reference.clone(),
+                    match r.basis {
+                        moescope_stats::LsiBasis::Probability => "probability".to_string(),
+                        moescope_stats::LsiBasis::Usage => "usage".to_string(),
+                    },
+                ];
+                for t in &taus {
+                    let s = a
+                        .lsi_sweep
+                        .iter()
+                        .find(|s| s.lang == r.lang && s.threshold == *t);
+                    cells.push(s.map_or("-".into(), |s| {
+                        format!(
+                            "{}/{}/{}",
+                            count(s.lang_specific),
+                            count(s.reference_specific),
+                            count(s.shared)
+                        )
+                    }));
+                }
+                cells
+            })
+            .collect();
+        let h: Vec<&str> = header.iter().map(String::as_str).collect();
+        out.push_str(&render(&h, &rows, 3));
+        if !taus.contains(&a.settings.lsi_threshold) {
+            for r in &a.lsi {
+                let _ = writeln!(
+                    out,
+                    "{} at tau={}: {}/{}/{}",
+                    r.lang,
+                    r.threshold,
+                    count(r.lang_specific),
+                    count(r.reference_specific),
+                    count(r.shared)
+                );
+            }
+        }
+    }
+
+    let tok: Vec<Vec<String>> = a
+        .tokenization
+        .iter()
+        .filter(|t| t.tokens_per_char.is_some() || t.tokens_per_word.is_some())
+        .map(|t| {
+            vec![
+                t.lang.clone(),
+                tokens(t.tokens),
+                num(t.tokens_per_char, 3),
+                num(t.tokens_per_word, 3),
+            ]
+        })
+        .collect();
+    if !tok.is_empty() {
+        let _ = writeln!(out, "\nTokenization");
+        out.push_str(&render(
+            &["lang", "tokens", "tokens_per_char", "tokens_per_word"],
+            &tok,
+            1,
+        ));
+    }
+    out
+}
+
+fn layer_cells(r: &LayerRow, p: Option<moescope_stats::PairMetrics>) -> Vec<String> {
+    let m = &r.metrics;
+    let p = p.unwrap_or_default();
+    vec![
+        r.lang.clone(),
+        r.layer.to_string(),
+        if r.deep { "*" } else { "" }.to_string(),
+        tokens(r.tokens),
+        num(m.usage_entropy_bits, 3),
+        num(m.normalized_entropy, 3),
+        num(m.gini, 3),
+        count(m.active_experts),
+        num(m.selection_entropy_bits, 3),
+        signed(p.entropy_gap_bits, 3),
+        num(p.cosine, 3),
+        num(p.js_divergence_bits, 4),
+        num(p.topk_overlap, 3),
+        num(p.spearman, 3),
+        num(p.kendall_tau_b, 3),
+    ]
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or_else(String::new, |v| v.to_string())
+}
+
+fn analysis_csv(a: &Analysis) -> String {
+    let mut out = String::from(
+        "lang,reference,layer,depth,deep,tokens,usage_entropy_bits,normalized_entropy,gini,\
+         active_experts,selection_entropy_bits,entropy_gap_bits,cosine,js_divergence_bits,\
+         topk_overlap,spearman,kendall_tau_b\n",
+    );
+    for r in &a.layers {
+        let p: Option<&PairRow> = a.pair_row(&r.lang, &a.reference, r.depth);
+        let pm = p.map(|p| p.metrics).unwrap_or_default();
+        let m = &r.metrics;
+        let cells = [
+            csv_field(&r.lang),
+            if p.is_some() {
+                csv_field(&a.reference)
+            } else {
+                String::new()
+            },
+            r.layer.to_string(),
+            r.depth.to_string(),
+            r.deep.to_string(),
+            r.tokens.to_string(),
+            opt(m.usage_entropy_bits),
+            opt(m.normalized_entropy),
+            opt(m.gini),
+            m.active_experts.map_or_else(String::new, |v| v.to_string()),
+            opt(m.selection_entropy_bits),
+            opt(pm.entropy_gap_bits),
+            opt(pm.cosine),
+            opt(pm.js_divergence_bits),
+            opt(pm.topk_overlap),
+            opt(pm.spearman),
+            opt(pm.kendall_tau_b),
+        ];
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn status_word(s: CollapseStatus) -> &'static str {
+    match s {
+        CollapseStatus::Absent => "absent",
+        CollapseStatus::Repaired => "repaired",
+        CollapseStatus::Persisting => "persisting",
+        CollapseStatus::Worsened => "worsened",
+        CollapseStatus::Introduced => "introduced",
+    }
+}
+
+fn diff_table(d: &AnalysisDiff) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "moescope diff: base {} -> candidate {}, reference {}",
+        d.base_model, d.candidate_model, d.reference
+    );
+    if !d.only_in_base.is_empty() || !d.only_in_candidate.is_empty() {
+        let _ = writeln!(
+            out,
+            "not compared: only in base [{}], only in candidate [{}]",
+            d.only_in_base.join(", "),
+            d.only_in_candidate.join(", ")
+        );
+    }
+    let _ = writeln!(out, "\nDeep-layer collapse");
+    let rows: Vec<Vec<String>> = d
+        .collapse
+        .iter()
+        .map(|c| {
+            vec![
+                c.lang.clone(),
+                c.reference.clone(),
+                status_word(c.status).to_string(),
+                if c.base_collapsed { "yes" } else { "no" }.to_string(),
+                if c.candidate_collapsed { "yes" } else { "no" }.to_string(),
+                num(c.score_bits.base, 3),
+                num(c.score_bits.candidate, 3),
+                signed(c.score_bits.delta, 3),
+                if c.regression { "REGRESSION" } else { "" }.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &[
+            "lang",
+            "ref",
+            "status",
+            "base",
+            "candidate",
+            "score_base",
+            "score_cand",
+            "delta",
+            "",
+        ],
+        &rows,
+        5,
+    ));
+
+    if !d.lsi.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nLSI classes (lang-specific / reference-specific / shared)"
+        );
+        let f = |c: &moescope_stats::LsiCounts| {
+            format!(
+                "{}/{}/{}",
+                count(c.lang_specific),
+                count(c.reference_specific),
+                count(c.shared)
+            )
+        };
+        let rows: Vec<Vec<String>> = d
+            .lsi
+            .iter()
+            .map(|l| {
+                vec![
+                    l.lang.clone(),
+                    format!("{}", l.threshold),
+                    f(&l.base),
+                    f(&l.candidate),
+                ]
+            })
+            .collect();
+        out.push_str(&render(&["lang", "tau", "base", "candidate"], &rows, 1));
+    }
+
+    let _ = writeln!(out, "\nPer layer (candidate - base; deep layers marked *)");
+    let rows: Vec<Vec<String>> = d
+        .layers
+        .iter()
+        .map(|r| {
+            vec![
+                r.lang.clone(),
+                r.layer.to_string(),
+                if r.deep { "*" } else { "" }.to_string(),
+                num(r.usage_entropy_bits.base, 3),
+                num(r.usage_entropy_bits.candidate, 3),
+                signed(r.usage_entropy_bits.delta, 3),
+                signed(r.gini.delta, 3),
+                signed(r.cosine.delta, 3),
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &[
+            "lang", "layer", "deep", "H_base", "H_cand", "dH_bits", "d_gini", "d_cosine",
+        ],
+        &rows,
+        1,
+    ));
+
+    let _ = writeln!(out);
+    if d.regression {
+        let _ = writeln!(out, "verdict: REGRESSION (exit 1)");
+        for r in &d.reasons {
+            let _ = writeln!(out, "  {r}");
+        }
+    } else {
+        let repaired: Vec<&str> = d
+            .collapse
+            .iter()
+            .filter(|c| c.status == CollapseStatus::Repaired)
+            .map(|c| c.lang.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "verdict: no regression (exit 0){}",
+            if repaired.is_empty() {
+                String::new()
+            } else {
+                format!("; collapse repaired for {}", repaired.join(", "))
+            }
+        );
+    }
+    out
+}
+
+fn diff_csv(d: &AnalysisDiff) -> String {
+    let mut out = String::from(
+        "lang,layer,depth,deep,usage_entropy_bits_base,usage_entropy_bits_candidate,\
+         usage_entropy_bits_delta,gini_base,gini_candidate,gini_delta,cosine_base,\
+         cosine_candidate,cosine_delta\n",
+    );
+    for r in &d.layers {
+        let cells = [
+            csv_field(&r.lang),
+            r.layer.to_string(),
+            r.depth.to_string(),
+            r.deep.to_string(),
+            opt(r.usage_entropy_bits.base),
+            opt(r.usage_entropy_bits.candidate),
+            opt(r.usage_entropy_bits.delta),
+            opt(r.gini.base),
+            opt(r.gini.candidate),
+            opt(r.gini.delta),
+            opt(r.cosine.base),
+            opt(r.cosine.candidate),
+            opt(r.cosine.delta),
+        ];
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
