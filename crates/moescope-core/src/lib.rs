@@ -49,7 +49,10 @@ pub use batch::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lang::{LangId, LanguageRegistry, Tag, TagError, DEFAULT_MAX_LANGUAGES, MAX_TAG_LEN};
-pub use recorder::{ConfigError, Recorder, RecorderBuilder, UpkeepThread, MAX_WRITER_STRIPES};
+pub use recorder::{
+    ConfigError, LanguageTotals, RecordTimes, Recorder, RecorderBuilder, UpkeepThread,
+    MAX_WRITER_STRIPES, RECORD_TIME_SAMPLE_EVERY,
+};
 pub use sampling::{SamplingConfig, SamplingError, SamplingRate};
 pub use snapshot::*;
 pub use spec::{ModelSpec, SpecError};

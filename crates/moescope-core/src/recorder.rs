@@ -36,6 +36,10 @@ use crate::spec::ModelSpec;
 use crate::stage::{bump, bump_f64, StageBlock, Stripe};
 use crate::window::{BucketRead, Ring, WindowConfig};
 
+/// One `record` call in this many (per thread) is timed for [`Recorder::take_record_times`]:
+/// two clock reads and a histogram record, about 60 ns, spread over 64 calls.
+pub const RECORD_TIME_SAMPLE_EVERY: u32 = 64;
+
 /// Most staging stripes a recorder may have.
 pub const MAX_WRITER_STRIPES: usize = 256;
 
@@ -152,6 +156,10 @@ impl RecorderBuilder {
             clock: self.clock,
             salt: mix64(self.seed),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            record_times: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 2)
+                    .map_err(|e| ConfigError(format!("record-time histogram: {e}")))?,
+            ),
         })
     }
 }
@@ -186,7 +194,36 @@ pub struct Recorder {
     clock: Arc<dyn Clock>,
     salt: u64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Sampled durations of `record` calls, in ns. Writers only `try_lock` it (a busy
+    /// histogram skips the sample); the reader drains it.
+    record_times: Mutex<hdrhistogram::Histogram<u64>>,
     reader: Mutex<ReaderState>,
+}
+
+/// Sampled durations of `record` calls since the last [`Recorder::take_record_times`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RecordTimes {
+    /// Calls timed (one in [`RECORD_TIME_SAMPLE_EVERY`] per thread).
+    pub samples: u64,
+    /// Median, in seconds.
+    pub p50_seconds: f64,
+    /// 90th percentile, in seconds.
+    pub p90_seconds: f64,
+    /// 99th percentile, in seconds.
+    pub p99_seconds: f64,
+    /// Longest, in seconds.
+    pub max_seconds: f64,
+}
+
+/// One language's totals since the recorder started (sampling-weighted), for counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LanguageTotals {
+    /// Tokens: the largest per-layer count.
+    pub tokens: f64,
+    /// Tokens per MoE layer.
+    pub layer_tokens: Vec<f64>,
+    /// Selections per `[layer][expert]`.
+    pub expert_selections: Vec<Vec<f64>>,
 }
 
 impl fmt::Debug for Recorder {
@@ -203,6 +240,8 @@ impl fmt::Debug for Recorder {
 thread_local! {
     /// The stripe this thread tries first.
     static PREFERRED_STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
+    /// Calls until this thread times one (const-initialized: no allocation, no destructor).
+    static TIMING_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
@@ -337,6 +376,32 @@ impl Recorder {
     /// layer index out of range, too many tokens); its tokens are counted as drops under
     /// [`RecordError::reason`], and nothing already recorded is affected.
     pub fn record<I: ExpertId>(&self, batch: &RouterBatch<'_, I>) -> Result<Recorded, RecordError> {
+        let timed = TIMING_COUNTDOWN
+            .try_with(|c| match c.get() {
+                0 => {
+                    c.set(RECORD_TIME_SAMPLE_EVERY - 1);
+                    true
+                }
+                n => {
+                    c.set(n - 1);
+                    false
+                }
+            })
+            .unwrap_or(false);
+        let start = timed.then(std::time::Instant::now);
+        let result = self.record_untimed(batch);
+        if let Some(start) = start {
+            if let Ok(mut h) = self.record_times.try_lock() {
+                h.saturating_record(start.elapsed().as_nanos().max(1) as u64);
+            }
+        }
+        result
+    }
+
+    fn record_untimed<I: ExpertId>(
+        &self,
+        batch: &RouterBatch<'_, I>,
+    ) -> Result<Recorded, RecordError> {
         let tokens = batch.expert_ids.len() / self.top_k;
         if let Err(err) = self.check_shape(batch) {
             self.count_drop(err.reason(), tokens.max(1) as u64);
@@ -624,6 +689,59 @@ impl Recorder {
         let mut st = self.lock();
         self.rotate_due(&mut st, now);
         self.fold_all(&mut st);
+    }
+
+    /// The sampled durations of `record` calls since the last call, and resets them.
+    pub fn take_record_times(&self) -> RecordTimes {
+        let mut h = self
+            .record_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let secs = |ns: u64| ns as f64 / 1e9;
+        let times = RecordTimes {
+            samples: h.len(),
+            p50_seconds: secs(h.value_at_quantile(0.5)),
+            p90_seconds: secs(h.value_at_quantile(0.9)),
+            p99_seconds: secs(h.value_at_quantile(0.99)),
+            max_seconds: secs(h.max()),
+        };
+        h.reset();
+        times
+    }
+
+    /// Totals since start per language tag (folding the stripes first): the source of the
+    /// `_total` counters, which unlike the window never forget.
+    pub fn totals(&self) -> BTreeMap<String, LanguageTotals> {
+        let mut st = self.lock();
+        self.fold_all(&mut st);
+        let (l, e) = (self.layers, self.experts);
+        let mut out: BTreeMap<String, LanguageTotals> = BTreeMap::new();
+        for (id, tag) in self.registry.languages() {
+            let Some((tokens, selections)) = st.ring.totals(id.index()) else {
+                continue;
+            };
+            let t = out
+                .entry(tag.as_str().to_owned())
+                .or_insert_with(|| LanguageTotals {
+                    tokens: 0.0,
+                    layer_tokens: vec![0.0; l],
+                    expert_selections: vec![vec![0.0; e]; l],
+                });
+            for (d, s) in t.layer_tokens.iter_mut().zip(tokens) {
+                *d += s;
+            }
+            for (row, src) in t
+                .expert_selections
+                .iter_mut()
+                .zip(selections.chunks_exact(e))
+            {
+                for (d, s) in row.iter_mut().zip(src) {
+                    *d += s;
+                }
+            }
+            t.tokens = t.layer_tokens.iter().copied().fold(0.0, f64::max);
+        }
+        out
     }
 
     /// When the current bucket began (Unix ms), as of the last upkeep.

@@ -26,11 +26,12 @@
 //! # Memory
 //!
 //! Known up front ([`memory_bytes`]). Per language recorded, in the window:
-//! `R·L·E·8 + R·L·16 + R·16` bytes, plus `R·L·E·8 + R·L·16` with probabilities; in each
+//! `R·L·E·8 + R·L·16 + R·16` bytes, plus `R·L·E·8 + R·L·16` with probabilities, plus
+//! `L·E·8 + L·8` of totals since start; in each
 //! staging stripe a writer thread used: `L·E·8 + L·16 + 16`, plus `L·E·8 + L·16` with
 //! probabilities; plus `R·8·(cap + 2) + R·16` of bucket metadata and 128 bytes per stripe.
 //! Qwen3-30B-A3B (L = 48, E = 128), default window (30 × 10 s, R = 31), 16 languages plus
-//! `und` and `other`, with probabilities, recorded from 4 threads: 63.0 MB (60.0 MiB).
+//! `und` and `other`, with probabilities, recorded from 4 threads: 63.8 MB (60.9 MiB).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,9 +92,10 @@ pub fn memory_bytes(
     let (l, e) = (layers, experts);
     let probs = usize::from(with_probabilities);
     let ring = r * l * e * 8 + r * l * 16 + r * 16 + probs * (r * l * e * 8 + r * l * 16);
+    let totals = l * e * 8 + l * 8;
     let stage = l * e * 8 + l * 16 + 16 + probs * (l * e * 8 + l * 16);
     let meta = r * 8 * (max_languages + 2) + r * 16;
-    languages * (ring + writer_threads * stage) + meta + writer_threads * 128
+    languages * (ring + totals + writer_threads * stage) + meta + writer_threads * 128
 }
 
 /// Probability sums of one language, all slots.
@@ -103,8 +105,12 @@ struct RingProbs {
     entropy: Vec<f64>,
 }
 
-/// Counts of one language, all slots.
+/// Counts of one language, all slots, and its totals since start.
 struct RingLang {
+    /// `[layer]`: weighted tokens since start (never cleared).
+    total_tokens: Vec<f64>,
+    /// `[layer][expert]`: weighted selections since start (never cleared).
+    total_selections: Vec<f64>,
     counts: Vec<u64>,
     layer_tokens: Vec<u64>,
     topk_weight: Vec<f64>,
@@ -225,8 +231,12 @@ impl Ring {
             if !stage.dirty.swap(false, Ordering::Relaxed) {
                 continue;
             }
-            self.thresholds[slot * self.lang_slots + li] = thresholds[li].load(Ordering::Relaxed);
+            let threshold = thresholds[li].load(Ordering::Relaxed);
+            self.thresholds[slot * self.lang_slots + li] = threshold;
+            let weight = crate::sampling::weight_for_threshold(threshold);
             let ring = self.langs[li].get_or_insert_with(|| RingLang {
+                total_tokens: vec![0.0; l],
+                total_selections: vec![0.0; l * e],
                 counts: vec![0; r * l * e],
                 layer_tokens: vec![0; r * l],
                 topk_weight: vec![0.0; r * l],
@@ -234,17 +244,24 @@ impl Ring {
                 probs: None,
             });
             let take = |a: &AtomicU64| a.swap(0, Ordering::Relaxed);
-            for (dst, src) in ring.counts[slot * l * e..(slot + 1) * l * e]
+            let unpacked = |v: u64| ((v & 0xffff_ffff) + (v >> 32)) as f64 * weight;
+            for ((dst, total), src) in ring.counts[slot * l * e..(slot + 1) * l * e]
                 .iter_mut()
+                .zip(ring.total_selections.iter_mut())
                 .zip(stage.counts.iter())
             {
-                *dst += take(src);
+                let v = take(src);
+                *dst += v;
+                *total += unpacked(v);
             }
-            for (dst, src) in ring.layer_tokens[slot * l..(slot + 1) * l]
+            for ((dst, total), src) in ring.layer_tokens[slot * l..(slot + 1) * l]
                 .iter_mut()
+                .zip(ring.total_tokens.iter_mut())
                 .zip(stage.layer_tokens.iter())
             {
-                *dst += take(src);
+                let v = take(src);
+                *dst += v;
+                *total += unpacked(v);
             }
             for (dst, src) in ring.topk_weight[slot * l..(slot + 1) * l]
                 .iter_mut()
@@ -325,6 +342,13 @@ impl Ring {
         })
     }
 
+    /// Language `li`'s totals since start: weighted tokens per layer and selections per
+    /// `[layer][expert]`.
+    pub(crate) fn totals(&self, li: usize) -> Option<(&[f64], &[f64])> {
+        let lang = self.langs.get(li)?.as_ref()?;
+        Some((&lang.total_tokens, &lang.total_selections))
+    }
+
     /// Bytes held by the ring.
     pub(crate) fn bytes(&self) -> usize {
         let meta = self.thresholds.len() * 8 + self.slots * 16;
@@ -336,7 +360,14 @@ impl Ring {
                 let p = g.probs.as_ref().map_or(0, |p| {
                     (p.prob_sum.len() + p.prob_tokens.len() + p.entropy.len()) * 8
                 });
-                (g.counts.len() + g.layer_tokens.len() + g.topk_weight.len() + g.text.len()) * 8 + p
+                (g.counts.len()
+                    + g.layer_tokens.len()
+                    + g.topk_weight.len()
+                    + g.text.len()
+                    + g.total_tokens.len()
+                    + g.total_selections.len())
+                    * 8
+                    + p
             })
             .sum();
         meta + langs
@@ -353,12 +384,14 @@ mod tests {
         let bytes = memory_bytes(&w, 48, 128, 16 + 2, true, 32, 4);
         assert!(bytes < 64 << 20, "{bytes}");
         // One more language, with probabilities, two writer threads:
-        // ring 2·31·48·128·8 + 2·31·48·16 + 31·16, stages 2·(2·48·128·8 + 2·48·16 + 16).
+        // ring 2·31·48·128·8 + 2·31·48·16 + 31·16, totals 48·128·8 + 48·8,
+        // stages 2·(2·48·128·8 + 2·48·16 + 16).
         assert_eq!(
             memory_bytes(&w, 48, 128, 1, true, 32, 2) - memory_bytes(&w, 48, 128, 0, true, 32, 2),
             2 * 31 * 48 * 128 * 8
                 + 2 * 31 * 48 * 16
                 + 31 * 16
+                + (48 * 128 * 8 + 48 * 8)
                 + 2 * (2 * 48 * 128 * 8 + 2 * 48 * 16 + 16)
         );
     }

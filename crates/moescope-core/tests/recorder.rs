@@ -735,3 +735,29 @@ fn drop_writer_contention() {
         "a 400k-token batch never overlapped a small one"
     );
 }
+
+#[test]
+fn totals_outlive_the_window_and_record_times_are_sampled() {
+    let (rec, clock) = recorder_with_clock(tiny_spec());
+    let (en, he) = (rec.language("en"), rec.language("he"));
+    let ids: [u32; 4] = [1, 2, 1, 3];
+    for _ in 0..128 {
+        rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+            .unwrap();
+    }
+    rec.record(&RouterBatch::new(2, &ids, Languages::All(he)))
+        .unwrap();
+    // Far past the window: the snapshot forgets, the totals do not.
+    clock.advance_ms(60_000);
+    assert!(rec.snapshot().languages.is_empty());
+    let totals = rec.totals();
+    assert_eq!(totals["en"].tokens, 256.0);
+    assert_eq!(totals["en"].expert_selections[0][1], 256.0);
+    assert_eq!(totals["en"].expert_selections[0][2], 128.0);
+    assert_eq!(totals["he"].layer_tokens, [0.0, 0.0, 2.0, 0.0]);
+    // One call in 64 per thread is timed: this thread made 129 calls (plus none before).
+    let times = rec.take_record_times();
+    assert!((2..=3).contains(&times.samples), "{times:?}");
+    assert!(times.p50_seconds > 0.0 && times.p50_seconds <= times.max_seconds);
+    assert_eq!(rec.take_record_times().samples, 0, "taking resets");
+}

@@ -59,7 +59,12 @@ impl Publication {
     /// The value of `name` for exactly these label values, if present.
     pub fn value(&self, name: &str, labels: &[&str]) -> Option<f64> {
         self.samples_of(name)
-            .find(|s| s.labels.iter().map(String::as_str).eq(labels.iter().copied()))
+            .find(|s| {
+                s.labels
+                    .iter()
+                    .map(String::as_str)
+                    .eq(labels.iter().copied())
+            })
             .map(|s| s.value)
     }
 }
