@@ -794,7 +794,14 @@ impl Recorder {
             // Idle for longer than the window: the last `slots` rotations empty it anyway.
             st.next_boundary_ms += (behind - slots) * bucket;
         }
-        while now >= st.next_boundary_ms {
+        // Several boundaries passed since the last upkeep: the buckets in between got no
+        // upkeep, so they stay empty, and what the stripes hold goes to the last one closed
+        // (still in the window) rather than to the bucket current at the previous upkeep.
+        while now >= st.next_boundary_ms + bucket {
+            st.ring.rotate(st.next_boundary_ms);
+            st.next_boundary_ms += bucket;
+        }
+        if now >= st.next_boundary_ms {
             let boundary = st.next_boundary_ms;
             self.rotate(st, boundary);
             st.next_boundary_ms += bucket;

@@ -580,6 +580,15 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
     clock.advance_ms(3_600_000);
     let s = rec.snapshot();
     assert!(s.languages.is_empty());
+    // What was recorded since the last upkeep lands in the last bucket closed, in the window.
+    rec.record(&RouterBatch::new(1, &ids, Languages::All(en)))
+        .unwrap();
+    clock.advance_ms(3_000);
+    let s = rec.snapshot();
+    assert_eq!(s.languages["en"].layers[1].tokens, 1.0);
+    clock.advance_ms(3_600_000);
+    let s = rec.snapshot();
+    assert!(s.languages.is_empty());
     // The snapshot is valid interchange JSON.
     rec.record(&RouterBatch::new(3, &ids, Languages::All(en)))
         .unwrap();
@@ -667,6 +676,7 @@ fn upkeep_thread_rotates_buckets_until_dropped() {
         .unwrap();
     rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
         .unwrap();
+    rec.upkeep(); // folded into the bucket of T0 (the thread may have done it already)
     assert_eq!(rec.current_bucket_start_unix_ms(), T0);
     clock.advance_ms(10_000); // the bucket leaves the window; only the thread can notice
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -747,7 +757,8 @@ fn totals_outlive_the_window_and_record_times_are_sampled() {
     }
     rec.record(&RouterBatch::new(2, &ids, Languages::All(he)))
         .unwrap();
-    // Far past the window: the snapshot forgets, the totals do not.
+    rec.upkeep(); // folded into the bucket of T0
+                  // Far past the window: the snapshot forgets, the totals do not.
     clock.advance_ms(60_000);
     assert!(rec.snapshot().languages.is_empty());
     let totals = rec.totals();

@@ -1,0 +1,134 @@
+//! Sinks turn a [`Publication`] into some monitoring system's instruments.
+
+use std::sync::Arc;
+
+use metrics::Label;
+
+use crate::publication::{Kind, Publication, CATALOGUE};
+
+/// Receives every round of a publisher.
+pub trait Sink: Send {
+    /// Shows `publication` (replacing the previous round).
+    fn publish(&mut self, publication: &Publication);
+}
+
+/// Publishes through the `metrics` facade: into the process's installed recorder (whatever
+/// the serving binary installed), or into a given one (the [`PrometheusEndpoint`]'s).
+///
+/// Gauges are set, counters set to their absolute value (rounded: the totals are sampling-
+/// weighted estimates). The facade cannot delete a series: a label set absent from a round
+/// is no longer updated, and recorders with an idle timeout (the endpoint sets one to a few
+/// intervals) drop it; with another recorder, configure its idle timeout likewise.
+///
+/// [`PrometheusEndpoint`]: crate::PrometheusEndpoint
+pub struct MetricsSink {
+    target: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+    described: bool,
+}
+
+impl MetricsSink {
+    /// Publishes into the globally installed `metrics` recorder.
+    pub fn global() -> MetricsSink {
+        MetricsSink {
+            target: None,
+            described: false,
+        }
+    }
+
+    /// Publishes into `recorder` only.
+    pub fn to_recorder(recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> MetricsSink {
+        MetricsSink {
+            target: Some(recorder),
+            described: false,
+        }
+    }
+
+    fn emit(&mut self, publication: &Publication) {
+        if !self.described {
+            for d in CATALOGUE {
+                match d.kind {
+                    Kind::Gauge => metrics::describe_gauge!(d.name, d.help),
+                    Kind::Counter => metrics::describe_counter!(d.name, d.help),
+                }
+            }
+            self.described = true;
+        }
+        for s in &publication.samples {
+            let Some(d) = CATALOGUE.get(s.metric) else {
+                continue;
+            };
+            let labels: Vec<Label> = d
+                .labels
+                .iter()
+                .zip(&s.labels)
+                .map(|(k, v)| Label::new(*k, v.clone()))
+                .collect();
+            match d.kind {
+                Kind::Gauge => metrics::gauge!(d.name, labels).set(s.value),
+                Kind::Counter => {
+                    metrics::counter!(d.name, labels).absolute(s.value.max(0.0).round() as u64)
+                }
+            }
+        }
+    }
+}
+
+impl Sink for MetricsSink {
+    fn publish(&mut self, publication: &Publication) {
+        match self.target.clone() {
+            Some(recorder) => metrics::with_local_recorder(&*recorder, || self.emit(publication)),
+            None => self.emit(publication),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publication::{Sample, DEEP_COLLAPSE, TOKENS_TOTAL};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn gauges_and_counters_reach_the_recorder_with_their_labels() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let mut sink = MetricsSink::to_recorder(Arc::new(recorder));
+        sink.publish(&Publication {
+            samples: vec![
+                Sample {
+                    metric: DEEP_COLLAPSE,
+                    labels: vec!["m".into(), "he".into(), "en".into()],
+                    value: 1.0,
+                },
+                Sample {
+                    metric: TOKENS_TOTAL,
+                    labels: vec!["m".into(), "he".into()],
+                    value: 41.6,
+                },
+            ],
+        });
+        let mut seen = 0;
+        for (key, _unit, help, value) in snapshotter.snapshot().into_vec() {
+            let labels: Vec<(String, String)> = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            match key.key().name() {
+                "moe_routing_deep_collapse" => {
+                    assert_eq!(value, DebugValue::Gauge(1.0.into()));
+                    assert_eq!(labels[1], ("lang".to_owned(), "he".to_owned()));
+                    assert_eq!(labels[2], ("reference".to_owned(), "en".to_owned()));
+                    assert!(help.is_some());
+                    seen += 1;
+                }
+                "moe_routing_tokens_total" => {
+                    assert_eq!(value, DebugValue::Counter(42));
+                    seen += 1;
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(seen, 2);
+    }
+}

@@ -1,0 +1,290 @@
+//! The Prometheus endpoint over real HTTP: exposition format, values, errors, cardinality.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moescope_core::{Languages, ManualClock, ModelSpec, Recorder, RouterBatch, WindowConfig};
+use moescope_export::{
+    serve_prometheus, PrometheusEndpoint, Publisher, PublisherConfig, Sink, CATALOGUE,
+};
+
+fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// `name{k="v",...} value` lines → (name, labels) → value; HELP and TYPE lines by name.
+struct Exposition {
+    samples: BTreeMap<(String, BTreeMap<String, String>), f64>,
+    help: BTreeSet<String>,
+    types: BTreeMap<String, String>,
+}
+
+fn parse(body: &str) -> Exposition {
+    let mut e = Exposition {
+        samples: BTreeMap::new(),
+        help: BTreeSet::new(),
+        types: BTreeMap::new(),
+    };
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            e.help.insert(rest.split(' ').next().unwrap().to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            e.types
+                .insert(it.next().unwrap().to_owned(), it.next().unwrap().to_owned());
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once("=\"").unwrap();
+                    (k.to_owned(), v.trim_end_matches('"').to_owned())
+                })
+                .collect();
+            e.samples
+                .insert((name.to_owned(), labels), value.parse().unwrap());
+        }
+    }
+    e
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// en uniform over 8 experts in all 8 layers; he the same except the last two layers, which
+/// use `deep` experts. 800 tokens per layer each.
+fn record_traffic(rec: &Recorder, deep: u32) {
+    let (en, he) = (rec.language("en"), rec.language("he"));
+    for depth in 0..8 {
+        let uniform: Vec<u32> = (0..1600).map(|i| (i % 8) as u32).collect();
+        rec.record(&RouterBatch::new(depth, &uniform, Languages::All(en)))
+            .unwrap();
+        let pool = if depth >= 6 { deep } else { 8 };
+        let ids: Vec<u32> = (0..1600).map(|i| (i as u32) % pool).collect();
+        rec.record(&RouterBatch::new(depth, &ids, Languages::All(he)))
+            .unwrap();
+    }
+}
+
+fn spec() -> ModelSpec {
+    ModelSpec::new("toy-moe", 8, 2, (0..8).map(|l| l * 2).collect()).unwrap()
+}
+
+#[test]
+fn scrape_shows_every_published_value_with_help_and_type() {
+    let rec = Arc::new(Recorder::new(spec()).unwrap());
+    record_traffic(&rec, 2);
+    let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
+    assert!(endpoint.local_addr().ip().is_loopback());
+    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default());
+    let round = publisher.collect();
+    let mut sink = endpoint.sink();
+    sink.publish(&round.publication);
+
+    let (head, body) = get(endpoint.local_addr(), "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"));
+    let e = parse(&body);
+    // Every sample of the publication is in the exposition with the same value.
+    assert!(round.publication.samples.len() > 100);
+    for s in &round.publication.samples {
+        let d = &CATALOGUE[s.metric];
+        let key = (
+            d.name.to_owned(),
+            d.labels
+                .iter()
+                .zip(&s.labels)
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        );
+        let got = e
+            .samples
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} missing"));
+        let want = match d.kind {
+            moescope_export::Kind::Counter => s.value.round(),
+            moescope_export::Kind::Gauge => s.value,
+        };
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{key:?}: {got} vs {want}"
+        );
+        assert!(e.help.contains(d.name), "HELP for {}", d.name);
+        let ty = match d.kind {
+            moescope_export::Kind::Counter => "counter",
+            moescope_export::Kind::Gauge => "gauge",
+        };
+        assert_eq!(
+            e.types.get(d.name).map(String::as_str),
+            Some(ty),
+            "{}",
+            d.name
+        );
+    }
+    // Hand-checked values: he's deep layer (model layer 14) uses 2 experts: 1 bit; en 3 bits.
+    let h = |lang: &str| {
+        e.samples[&(
+            "moe_routing_usage_entropy_bits".to_owned(),
+            labels(&[("model", "toy-moe"), ("layer", "14"), ("lang", lang)]),
+        )]
+    };
+    assert_eq!(h("he"), 1.0);
+    assert_eq!(h("en"), 3.0);
+    let score = e.samples[&(
+        "moe_routing_deep_collapse_score_bits".to_owned(),
+        labels(&[("model", "toy-moe"), ("lang", "he"), ("reference", "en")]),
+    )];
+    assert_eq!(score, 2.0); // drop 3 − 1 = 2 bits for he, 0 for en
+                            // One round only: the detector needs three in a row to raise the flag.
+    let flag = e.samples[&(
+        "moe_routing_deep_collapse".to_owned(),
+        labels(&[("model", "toy-moe"), ("lang", "he"), ("reference", "en")]),
+    )];
+    assert_eq!(flag, 0.0);
+
+    let (head, _) = get(endpoint.local_addr(), "/nope");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[test]
+fn a_taken_port_is_an_error_not_a_panic() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let rec = Arc::new(Recorder::new(spec()).unwrap());
+    let err = serve_prometheus(rec.clone(), &addr, PublisherConfig::default())
+        .err()
+        .expect("the port is taken");
+    assert!(err.to_string().contains(&addr), "{err}");
+    // The recorder goes on working.
+    record_traffic(&rec, 8);
+    assert_eq!(rec.snapshot().languages.len(), 2);
+    assert!(PrometheusEndpoint::start("no-such-host.invalid:1", Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn collapse_flag_rises_and_clears_with_hysteresis() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let rec = Arc::new(
+        Recorder::builder(spec())
+            .window(WindowConfig {
+                bucket_ms: 1_000,
+                buckets: 2,
+            })
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default());
+    let flag = |p: &moescope_export::Publication| {
+        p.value("moe_routing_deep_collapse", &["toy-moe", "he", "en"])
+    };
+    // Collapsed traffic: raised on the third consecutive round, not before.
+    let mut flags = Vec::new();
+    for _ in 0..4 {
+        record_traffic(&rec, 2);
+        flags.push(flag(&publisher.collect().publication));
+    }
+    assert_eq!(flags, [Some(0.0), Some(0.0), Some(1.0), Some(1.0)]);
+    // Healthy traffic once the collapsed buckets have left the window: cleared on the third.
+    clock.advance_ms(5_000);
+    let mut flags = Vec::new();
+    for _ in 0..4 {
+        record_traffic(&rec, 8);
+        flags.push(flag(&publisher.collect().publication));
+    }
+    assert_eq!(flags, [Some(1.0), Some(1.0), Some(0.0), Some(0.0)]);
+}
+
+#[test]
+fn ten_thousand_random_tags_stay_within_the_series_cap() {
+    let rec = Arc::new(Recorder::builder(spec()).max_languages(8).build().unwrap());
+    let ids: Vec<u32> = (0..16).map(|i| i % 8).collect();
+    let mut x = 7u64;
+    for _ in 0..10_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let tag: String = (0..2 + (x >> 61) % 3)
+            .map(|i| (b'a' + ((x >> (7 * i + 3)) % 26) as u8) as char)
+            .collect();
+        let lang = rec.language(&tag);
+        rec.record(&RouterBatch::new(3, &ids, Languages::All(lang)))
+            .unwrap();
+    }
+    let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
+    let mut publisher = Publisher::new(rec, PublisherConfig::default());
+    endpoint.sink().publish(&publisher.collect().publication);
+    let (_, body) = get(endpoint.local_addr(), "/metrics");
+    let e = parse(&body);
+    let langs: BTreeSet<&String> = e
+        .samples
+        .keys()
+        .filter_map(|(_, l)| l.get("lang"))
+        .collect();
+    assert!(langs.len() <= 8 + 2, "{langs:?}"); // the cap, und, other
+    assert!(langs.contains(&"other".to_owned()));
+    let over_cap = e.samples[&(
+        "moe_routing_monitor_languages_over_cap_total".to_owned(),
+        labels(&[("model", "toy-moe")]),
+    )];
+    assert!(over_cap > 9_000.0, "{over_cap}");
+}
+
+#[test]
+fn quiet_languages_disappear_from_the_endpoint() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let rec = Arc::new(
+        Recorder::builder(spec())
+            .window(WindowConfig {
+                bucket_ms: 1_000,
+                buckets: 2,
+            })
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    record_traffic(&rec, 8);
+    let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_millis(300)).unwrap();
+    let mut sink = endpoint.sink();
+    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default());
+    sink.publish(&publisher.collect().publication);
+    assert!(endpoint.render().contains("lang=\"he\""));
+    // Only English from now on; the Hebrew buckets leave the window.
+    clock.advance_ms(5_000);
+    let en = rec.language("en");
+    let ids: Vec<u32> = (0..16).map(|i| i % 8).collect();
+    rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        .unwrap();
+    let round = publisher.collect();
+    assert!(round
+        .publication
+        .samples
+        .iter()
+        .all(|s| !s.labels.contains(&"he".to_owned())
+            || moescope_export::CATALOGUE[s.metric].kind == moescope_export::Kind::Counter));
+    std::thread::sleep(Duration::from_millis(400));
+    sink.publish(&round.publication);
+    let (_, body) = get(endpoint.local_addr(), "/metrics");
+    let gauges_with_he = body
+        .lines()
+        .filter(|l| l.contains("lang=\"he\"") && !l.starts_with("moe_routing_tokens_total"))
+        .count();
+    assert_eq!(gauges_with_he, 0, "{body}");
+}
