@@ -288,3 +288,19 @@ fn quiet_languages_disappear_from_the_endpoint() {
         .count();
     assert_eq!(gauges_with_he, 0, "{body}");
 }
+
+#[test]
+fn docs_list_every_metric_of_the_catalogue() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/METRICS.md"
+    ))
+    .unwrap();
+    for d in CATALOGUE {
+        assert!(
+            doc.contains(&format!("`{}`", d.name)),
+            "{} missing from docs/METRICS.md",
+            d.name
+        );
+    }
+}
