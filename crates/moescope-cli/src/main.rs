@@ -4,6 +4,8 @@
 //!   snapshot.
 //! - `moescope diff`: base against candidate checkpoint; the exit code gates a rollout.
 //! - `moescope bench`: what recording costs on this machine, against the alternatives.
+//! - `moescope demo --simulate`: simulated routing through the recorder to a `/metrics`
+//!   endpoint, with a live terminal view and a scripted deep-layer collapse.
 
 use std::process::ExitCode;
 
@@ -11,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod bench;
+mod demo;
 
 /// Per-language routing health for Mixture-of-Experts models.
 #[derive(Parser, Debug)]
@@ -31,6 +34,9 @@ enum Command {
     /// Measure the cost of recording router decisions (ns per token-layer) against the
     /// alternatives a serving engineer would write, in the same run.
     Bench(bench::BenchArgs),
+    /// Run the pipeline live: simulated routing (`--simulate`) recorded and served at
+    /// /metrics, with a terminal view; one language collapses and recovers on schedule.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run_analyze(args),
         Command::Diff(args) => analyze::run_diff(args),
         Command::Bench(args) => i32::from(bench::run(args)),
+        Command::Demo(args) => demo::run(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }

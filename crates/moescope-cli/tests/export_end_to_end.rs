@@ -1,0 +1,238 @@
+//! The export path end to end: simulated routing → recorder → publisher → `/metrics` over
+//! HTTP, checked against `moescope analyze` on the very snapshot the round was computed from,
+//! and the collapse flag through a collapse and a recovery, hysteresis included.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moescope_core::{ManualClock, ModelSpec, Recorder, WindowConfig};
+use moescope_export::{PrometheusEndpoint, Publisher, PublisherConfig, Sink, CATALOGUE};
+use moescope_sim::{Collapse, LanguageProfile, Simulator};
+use serde_json::Value;
+
+type Series = (String, BTreeMap<String, String>);
+
+struct Exposition {
+    samples: BTreeMap<Series, f64>,
+    help: BTreeSet<String>,
+    types: BTreeMap<String, String>,
+}
+
+fn scrape(addr: SocketAddr) -> Exposition {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: moescope\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut e = Exposition {
+        samples: BTreeMap::new(),
+        help: BTreeSet::new(),
+        types: BTreeMap::new(),
+    };
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            assert!(!help.is_empty());
+            e.help.insert(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap();
+            e.types.insert(name.to_owned(), ty.to_owned());
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let labels = labels
+                .trim_end_matches('}')
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once("=\"").unwrap();
+                    (k.to_owned(), v.trim_end_matches('"').to_owned())
+                })
+                .collect();
+            e.samples
+                .insert((name.to_owned(), labels), value.parse().unwrap());
+        }
+    }
+    e
+}
+
+fn series(name: &str, labels: &[(&str, &str)]) -> Series {
+    (
+        name.to_owned(),
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+fn analyze(snapshot: &moescope_core::Snapshot) -> Value {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("export_end_to_end");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("round.json");
+    snapshot.write_json(&path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
+        .args(["analyze", path.to_str().unwrap(), "--reference", "en"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+const MODEL: &str = "olmoe-1b-7b";
+
+#[test]
+fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
+    let spec = ModelSpec::preset(MODEL).unwrap(); // 16 MoE layers, 64 experts, top-8
+    let clock = ManualClock::new(1_700_000_000_000);
+    let recorder = Arc::new(
+        Recorder::builder(spec.clone())
+            .window(WindowConfig {
+                bucket_ms: 1_000,
+                buckets: 3,
+            })
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let mut sim = Simulator::new(
+        spec,
+        vec![
+            LanguageProfile::uniform_entropy("en", 0.7, 5.0),
+            LanguageProfile::uniform_entropy("he", 0.15, 4.8),
+            LanguageProfile::uniform_entropy("ja", 0.15, 4.9),
+        ],
+        7,
+    )
+    .unwrap();
+    let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
+    let mut sink = endpoint.sink();
+    let mut publisher = Publisher::new(recorder.clone(), PublisherConfig::default());
+    // One round: 30 steps of 128 tokens (≈ 580 Hebrew tokens per layer), publish, scrape.
+    let mut round = |sim: &mut Simulator| {
+        for _ in 0..30 {
+            sim.drive(&recorder, 128).unwrap();
+        }
+        let round = publisher.collect();
+        sink.publish(&round.publication);
+        (round, scrape(endpoint.local_addr()))
+    };
+
+    // Healthy routing: every published value is on the endpoint and equals analyze's.
+    let (r, e) = round(&mut sim);
+    for d in CATALOGUE {
+        let present = r.publication.samples_of(d.name).next().is_some();
+        if present {
+            assert!(e.help.contains(d.name), "no HELP for {}", d.name);
+            let ty = format!("{:?}", d.kind).to_lowercase();
+            assert_eq!(e.types.get(d.name), Some(&ty), "TYPE of {}", d.name);
+        }
+    }
+    let a = analyze(&r.snapshot);
+    let mut compared = 0;
+    for row in a["layers"].as_array().unwrap() {
+        let (layer, lang) = (row["layer"].to_string(), row["lang"].as_str().unwrap());
+        for (metric, field) in [
+            ("moe_routing_usage_entropy_bits", "usage_entropy_bits"),
+            ("moe_routing_gini", "gini"),
+            ("moe_routing_active_experts", "active_experts"),
+            (
+                "moe_routing_selection_entropy_bits",
+                "selection_entropy_bits",
+            ),
+        ] {
+            let key = series(
+                metric,
+                &[("model", MODEL), ("layer", &layer), ("lang", lang)],
+            );
+            let got = e.samples[&key];
+            let want = row[field].as_f64().unwrap();
+            assert!(close(got, want), "{key:?}: endpoint {got}, analyze {want}");
+            compared += 1;
+        }
+    }
+    for row in a["pairs"].as_array().unwrap() {
+        let (layer, lang) = (row["layer"].to_string(), row["lang"].as_str().unwrap());
+        for (metric, field) in [
+            ("moe_routing_entropy_gap_bits", "entropy_gap_bits"),
+            ("moe_routing_cosine_similarity", "cosine"),
+            ("moe_routing_js_divergence_bits", "js_divergence_bits"),
+            ("moe_routing_topk_overlap_ratio", "topk_overlap"),
+            ("moe_routing_spearman_rho", "spearman"),
+            ("moe_routing_kendall_tau", "kendall_tau_b"),
+        ] {
+            let labels = [
+                ("model", MODEL),
+                ("layer", layer.as_str()),
+                ("lang", lang),
+                ("reference", "en"),
+            ];
+            let got = e.samples[&series(metric, &labels)];
+            let want = row[field].as_f64().unwrap();
+            assert!(close(got, want), "{metric} {labels:?}: {got} vs {want}");
+            compared += 1;
+        }
+    }
+    for row in a["collapse"].as_array().unwrap() {
+        let lang = row["lang"].as_str().unwrap();
+        let key = series(
+            "moe_routing_deep_collapse_score_bits",
+            &[("model", MODEL), ("lang", lang), ("reference", "en")],
+        );
+        assert!(close(e.samples[&key], row["score_bits"].as_f64().unwrap()));
+        compared += 1;
+    }
+    // 3 languages × 16 layers × 4 + 2 × 16 × 6 + 2.
+    assert_eq!(compared, 3 * 16 * 4 + 2 * 16 * 6 + 2);
+    let flag = |e: &Exposition, lang: &str| {
+        e.samples[&series(
+            "moe_routing_deep_collapse",
+            &[("model", MODEL), ("lang", lang), ("reference", "en")],
+        )]
+    };
+    assert_eq!(flag(&e, "he"), 0.0);
+
+    // Hebrew collapses in its deep layers (OLMoE: the last 2 of 16) onto 10 experts. The
+    // window forgets the healthy buckets first.
+    clock.advance_ms(10_000);
+    sim.set_collapse(
+        "he",
+        Some(Collapse {
+            deep_layers: 2,
+            experts: 10,
+        }),
+    )
+    .unwrap();
+    let mut he_flags = Vec::new();
+    for _ in 0..4 {
+        let (_, e) = round(&mut sim);
+        he_flags.push(flag(&e, "he"));
+        assert_eq!(flag(&e, "ja"), 0.0, "ja never collapses");
+    }
+    // Raised on the third consecutive round above θ, not before.
+    assert_eq!(he_flags, [0.0, 0.0, 1.0, 1.0]);
+
+    // Recovery: once the collapsed buckets have left the window, cleared on the third round.
+    sim.set_collapse("he", None).unwrap();
+    clock.advance_ms(10_000);
+    let mut he_flags = Vec::new();
+    for _ in 0..4 {
+        let (_, e) = round(&mut sim);
+        he_flags.push(flag(&e, "he"));
+    }
+    assert_eq!(he_flags, [1.0, 1.0, 0.0, 0.0]);
+}

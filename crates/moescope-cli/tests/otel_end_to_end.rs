@@ -1,0 +1,150 @@
+//! OpenTelemetry end to end: simulated routing → recorder → publisher → observable
+//! instruments → the SDK's in-memory exporter, checked against `moescope analyze` on the
+//! round's own snapshot.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use moescope_core::{ModelSpec, Recorder};
+use moescope_export::{Publisher, PublisherConfig, Sink};
+use moescope_otel::OtelSink;
+use moescope_sim::{Collapse, LanguageProfile, Simulator};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use serde_json::Value;
+
+type Points = BTreeMap<(String, Vec<(String, String)>), f64>;
+
+fn collect(provider: &SdkMeterProvider, exporter: &InMemoryMetricExporter) -> Points {
+    exporter.reset();
+    provider.force_flush().unwrap();
+    let mut out = Points::new();
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for scope in rm.scope_metrics() {
+            for metric in scope.metrics() {
+                let name = metric.name().to_owned();
+                let mut add = |attrs: &mut dyn Iterator<Item = &opentelemetry::KeyValue>,
+                               v: f64| {
+                    let mut a: Vec<(String, String)> = attrs
+                        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                        .collect();
+                    a.sort();
+                    out.insert((name.clone(), a), v);
+                };
+                match metric.data() {
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .for_each(|p| add(&mut p.attributes(), p.value())),
+                    AggregatedMetrics::F64(MetricData::Sum(s)) => s
+                        .data_points()
+                        .for_each(|p| add(&mut p.attributes(), p.value())),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+fn key(name: &str, labels: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
+    let mut a: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    a.sort();
+    (name.to_owned(), a)
+}
+
+#[test]
+fn otel_instruments_carry_what_analyze_computes() {
+    const MODEL: &str = "olmoe-1b-7b";
+    let spec = ModelSpec::preset(MODEL).unwrap();
+    let recorder = Arc::new(Recorder::new(spec.clone()).unwrap());
+    let mut sim = Simulator::new(
+        spec,
+        vec![
+            LanguageProfile::uniform_entropy("en", 0.8, 5.0),
+            LanguageProfile::uniform_entropy("he", 0.2, 4.8),
+        ],
+        3,
+    )
+    .unwrap();
+    sim.set_collapse(
+        "he",
+        Some(Collapse {
+            deep_layers: 2,
+            experts: 10,
+        }),
+    )
+    .unwrap();
+    for _ in 0..40 {
+        sim.drive(&recorder, 128).unwrap();
+    }
+    let round = Publisher::new(recorder, PublisherConfig::default()).collect();
+
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let mut sink = OtelSink::new(&moescope_otel::meter(&provider));
+    Sink::publish(&mut sink, &round.publication);
+    let points = collect(&provider, &exporter);
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("otel_end_to_end");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("round.json");
+    round.snapshot.write_json(&path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
+        .args(["analyze", path.to_str().unwrap(), "--reference", "en"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let mut compared = 0;
+    for row in a["layers"].as_array().unwrap() {
+        let (layer, lang) = (row["layer"].to_string(), row["lang"].as_str().unwrap());
+        let labels = [("model", MODEL), ("layer", layer.as_str()), ("lang", lang)];
+        for (metric, field) in [
+            ("moe_routing_usage_entropy_bits", "usage_entropy_bits"),
+            ("moe_routing_gini", "gini"),
+        ] {
+            let got = points[&key(metric, &labels)];
+            assert_eq!(got, row[field].as_f64().unwrap(), "{metric} {labels:?}");
+            compared += 1;
+        }
+    }
+    for row in a["pairs"].as_array().unwrap() {
+        let (layer, lang) = (row["layer"].to_string(), row["lang"].as_str().unwrap());
+        let labels = [
+            ("model", MODEL),
+            ("layer", layer.as_str()),
+            ("lang", lang),
+            ("reference", "en"),
+        ];
+        let got = points[&key("moe_routing_js_divergence_bits", &labels)];
+        assert_eq!(got, row["js_divergence_bits"].as_f64().unwrap());
+        compared += 1;
+    }
+    let he = a["collapse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["lang"] == "he")
+        .unwrap();
+    let got = points[&key(
+        "moe_routing_deep_collapse_score_bits",
+        &[("model", MODEL), ("lang", "he"), ("reference", "en")],
+    )];
+    assert_eq!(got, he["score_bits"].as_f64().unwrap());
+    assert!(got > 1.0, "the planted collapse shows: {got}");
+    assert_eq!(compared, 2 * 16 * 2 + 16);
+    // The counter of Hebrew tokens equals the window's estimate (nothing has left the window).
+    let tokens = points[&key(
+        "moe_routing_tokens_total",
+        &[("model", MODEL), ("lang", "he")],
+    )];
+    assert_eq!(tokens, round.snapshot.languages["he"].tokens.round());
+}
