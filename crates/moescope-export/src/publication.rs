@@ -114,6 +114,12 @@ catalogue! {
         "Deep-layer collapse score: how much the entropy gap to the reference widens in the deep layers.";
     DEEP_COLLAPSE = "moe_routing_deep_collapse", Gauge, "", ["model", "lang", "reference"],
         "1 while the collapse detector (with hysteresis) flags deep-layer routing collapse, else 0.";
+    DEEP_USAGE_ENTROPY_BITS = "moe_routing_deep_usage_entropy_bits", Gauge, "bits", ["model", "lang"],
+        "Mean usage entropy over the deep layers D (the last max(2, round(L/8)) MoE layers).";
+    MIDDLE_USAGE_ENTROPY_BITS = "moe_routing_middle_usage_entropy_bits", Gauge, "bits", ["model", "lang"],
+        "Mean usage entropy over the middle layers M (L/4 <= l < 3L/4).";
+    DEEP_COLLAPSE_THRESHOLD_BITS = "moe_routing_deep_collapse_threshold_bits", Gauge, "bits", ["model"],
+        "The collapse detector's threshold theta on the score.";
     WINDOW_TOKENS = "moe_routing_window_tokens", Gauge, "tokens", ["model", "lang"],
         "Content tokens of the language in the rolling window (sampling-weighted estimate).";
     TOKENS_TOTAL = "moe_routing_tokens_total", Counter, "tokens", ["model", "lang"],

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moescope_core::{DropReason, Recorder, Snapshot};
 use moescope_stats::{
-    analyze, collapse_evidence, layer_metrics, Analysis, AnalysisConfig, CollapseConfig,
-    CollapseDetector,
+    analyze, collapse_evidence, deep_layers, layer_entropies, layer_metrics, middle_layers,
+    Analysis, AnalysisConfig, CollapseConfig, CollapseDetector,
 };
 
 use crate::publication::*;
@@ -116,9 +116,30 @@ impl Publisher {
             Some(a) => self.publish_analysis(&snapshot, a, &mut out),
             None => self.publish_layers_only(&snapshot, &mut out),
         }
+        let layers = snapshot.model.num_moe_layers();
+        let mean = |h: &[Option<f64>]| -> Option<f64> {
+            let v: Vec<f64> = h.iter().flatten().copied().collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
         for (tag, lang) in &snapshot.languages {
             out.push(WINDOW_TOKENS, &[tag], lang.tokens);
+            let h = layer_entropies(lang);
+            out.push_opt(
+                DEEP_USAGE_ENTROPY_BITS,
+                &[tag],
+                mean(&h[deep_layers(layers)]),
+            );
+            out.push_opt(
+                MIDDLE_USAGE_ENTROPY_BITS,
+                &[tag],
+                mean(&h[middle_layers(layers)]),
+            );
         }
+        out.push(
+            DEEP_COLLAPSE_THRESHOLD_BITS,
+            &[],
+            self.analysis.collapse.theta_bits,
+        );
         self.publish_totals(&mut out);
         self.publish_monitor(&snapshot, started, &mut out);
         Round {
