@@ -25,8 +25,21 @@
 //! ```
 //!
 //! The pieces live in their own crates, re-exported here: `moescope-core` (model spec,
-//! languages, recorder, window, snapshot) and `moescope-stats` (the metrics, pure functions).
-//! docs/METRICS.md defines every metric.
+//! languages, recorder, window, snapshot), `moescope-stats` (the metrics, pure functions),
+//! and behind features `export` (`prometheus`, default), `otel` and `sim`. docs/METRICS.md
+//! defines every metric and its Prometheus name.
 
 pub use moescope_core::*;
 pub use moescope_stats as stats;
+
+/// Publishing to Prometheus and other sinks (feature `prometheus`, on by default).
+#[cfg(feature = "prometheus")]
+pub use moescope_export as export;
+
+/// OpenTelemetry instruments (feature `otel`; OTLP/HTTP export with `otlp`).
+#[cfg(feature = "otel")]
+pub use moescope_otel as otel;
+
+/// The routing simulator (feature `sim`).
+#[cfg(feature = "sim")]
+pub use moescope_sim as sim;
