@@ -426,6 +426,33 @@ impl Recorder {
         if batch.scores.is_some() && row.len() < self.experts {
             row.resize(self.experts, 0.0); // warm-up
         }
+        // Ids and languages only (the common case): a loop that keeps its state in locals.
+        let no_sequences = match batch.languages {
+            Languages::Segments(segs) => segs.iter().all(|s| s.sequence_id.is_none()),
+            _ => batch.sequence_ids.is_none(),
+        };
+        if batch.topk_weights.is_none() && batch.scores.is_none() && no_sequences {
+            let thresholds = &self.thresholds[(epoch & 1) as usize];
+            let (out, drops) = match batch.languages {
+                Languages::All(lang) => self.count_ids_only(stripe, thresholds, batch, |_| lang),
+                Languages::PerToken(langs) => {
+                    self.count_ids_only(stripe, thresholds, batch, |t| langs[t])
+                }
+                Languages::Segments(segs) => {
+                    let mut langs = segs
+                        .iter()
+                        .flat_map(|s| std::iter::repeat_n(s.lang, s.tokens as usize));
+                    // The shape check made the segments add up to T.
+                    self.count_ids_only(stripe, thresholds, batch, |_| {
+                        langs.next().unwrap_or(LangId::EXCLUDED)
+                    })
+                }
+            };
+            drop(row_guard);
+            drop(claim);
+            self.add_drops(&drops);
+            return Ok(out);
+        }
         let mut call = Call {
             batch,
             stripe,
@@ -478,12 +505,88 @@ impl Recorder {
         let (out, drops) = (call.out, call.drops);
         drop(row_guard);
         drop(claim);
-        for (reason, &n) in DropReason::ALL.iter().zip(&drops) {
+        self.add_drops(&drops);
+        Ok(out)
+    }
+
+    fn add_drops(&self, drops: &[u32; DropReason::ALL.len()]) {
+        for (reason, &n) in DropReason::ALL.iter().zip(drops) {
             if n > 0 {
                 self.count_drop(*reason, u64::from(n));
             }
         }
-        Ok(out)
+    }
+
+    /// The loop for batches of ids and languages only (no gate weights, no router scores, no
+    /// sequence ids): the same steps as [`token`](Self::token), with its state in locals.
+    #[inline(always)]
+    fn count_ids_only<I: ExpertId>(
+        &self,
+        stripe: &Stripe,
+        thresholds: &[AtomicU64],
+        batch: &RouterBatch<'_, I>,
+        mut lang_at: impl FnMut(usize) -> LangId,
+    ) -> (Recorded, [u32; DropReason::ALL.len()]) {
+        let (k, e, layer) = (self.top_k, self.experts, batch.layer);
+        let issued = self.registry.issued();
+        let alternate = stripe.next_random();
+        let mut out = Recorded::default();
+        let mut drops = [0u32; DropReason::ALL.len()];
+        let mut run_lang = LangId::EXCLUDED;
+        let mut run: Option<(u64, &StageBlock)> = None; // None: excluded or unknown
+        let mut pending = 0u64;
+        for (t, ids) in batch.expert_ids.chunks_exact(k).enumerate() {
+            let lang = lang_at(t);
+            if lang != run_lang {
+                if let (Some((_, block)), true) = (run, pending != 0) {
+                    bump(&block.layer_tokens[layer], pending);
+                }
+                pending = 0;
+                run_lang = lang;
+                run = (lang != LangId::EXCLUDED && lang.index() < issued).then(|| {
+                    let block = stripe.block(lang.index());
+                    block.dirty.store(true, Ordering::Relaxed);
+                    (thresholds[lang.index()].load(Ordering::Relaxed), block)
+                });
+            }
+            let Some((threshold, block)) = run else {
+                if lang == LangId::EXCLUDED {
+                    out.excluded += 1;
+                } else {
+                    drops[DropReason::UnknownLanguage.index()] += 1;
+                    out.dropped += 1;
+                }
+                continue;
+            };
+            let h = if threshold == u64::MAX {
+                alternate ^ t as u64
+            } else {
+                let h = stripe.next_random();
+                if h >= threshold {
+                    out.sampled_out += 1;
+                    continue;
+                }
+                h
+            };
+            let inc = 1u64 << (32 * (h & 1));
+            let counts = &block.counts[layer * e..(layer + 1) * e];
+            if count_ids(counts, ids, inc) {
+                for id in ids {
+                    if let Some(n) = counts.get(id.expert_index() as usize) {
+                        bump(n, inc.wrapping_neg());
+                    }
+                }
+                drops[DropReason::ExpertOutOfRange.index()] += 1;
+                out.dropped += 1;
+                continue;
+            }
+            pending += inc;
+            out.recorded += 1;
+        }
+        if let (Some((_, block)), true) = (run, pending != 0) {
+            bump(&block.layer_tokens[layer], pending);
+        }
+        (out, drops)
     }
 
     fn check_shape<I: ExpertId>(&self, b: &RouterBatch<'_, I>) -> Result<(), RecordError> {

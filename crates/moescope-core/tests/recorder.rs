@@ -772,3 +772,78 @@ fn totals_outlive_the_window_and_record_times_are_sampled() {
     assert!(times.p50_seconds > 0.0 && times.p50_seconds <= times.max_seconds);
     assert_eq!(rec.take_record_times().samples, 0, "taking resets");
 }
+
+#[test]
+fn both_record_paths_count_the_same() {
+    // Ids and languages only take the specialised loop; adding sequence ids (or weights, or
+    // scores) takes the general one. Same tokens, same counts.
+    let (fast, _) = recorder_with_clock(tiny_spec());
+    let (general, _) = recorder_with_clock(tiny_spec());
+    let ids: Vec<u32> = (0..2 * 7).map(|i| (i * 3 % 8) as u32).collect();
+    let ids_bad: Vec<i64> = vec![0, 1, 2, 3, -1, 5, 6, 7, 0, 1, 2, 3, 4, 5];
+    for rec in [&fast, &general] {
+        let (en, he) = (rec.language("en"), rec.language("he"));
+        let segs = |seq: Option<u64>| {
+            [
+                Segment {
+                    lang: LangId::EXCLUDED,
+                    tokens: 1,
+                    sequence_id: seq,
+                },
+                Segment {
+                    lang: en,
+                    tokens: 4,
+                    sequence_id: seq,
+                },
+                Segment {
+                    lang: he,
+                    tokens: 2,
+                    sequence_id: seq,
+                },
+            ]
+        };
+        let with_seq = std::ptr::eq(rec, &general);
+        let s = segs(with_seq.then_some(9));
+        let got = rec
+            .record(&RouterBatch::new(1, &ids, Languages::Segments(&s)))
+            .unwrap();
+        assert_eq!(
+            got,
+            Recorded {
+                recorded: 6,
+                excluded: 1,
+                ..Default::default()
+            }
+        );
+        let got = rec
+            .record(&RouterBatch::new(2, &ids_bad, Languages::Segments(&s)))
+            .unwrap();
+        assert_eq!(
+            got,
+            Recorded {
+                recorded: 5,
+                excluded: 1,
+                dropped: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(rec.dropped(DropReason::ExpertOutOfRange), 1);
+    }
+    let (a, b) = (fast.snapshot(), general.snapshot());
+    for tag in ["en", "he"] {
+        for l in 0..4 {
+            assert_eq!(
+                a.languages[tag].layers[l].expert_tokens, b.languages[tag].layers[l].expert_tokens,
+                "{tag} {l}"
+            );
+            assert_eq!(
+                a.languages[tag].layers[l].tokens,
+                b.languages[tag].layers[l].tokens
+            );
+        }
+    }
+    assert_eq!(a.languages["en"].layers[1].tokens, 4.0);
+    // Layer 2: token 2 (an en token) holds -1 and is dropped: en keeps 3 tokens, he 2.
+    assert_eq!(a.languages["en"].layers[2].tokens, 3.0);
+    assert_eq!(a.languages["he"].layers[2].tokens, 2.0);
+}
