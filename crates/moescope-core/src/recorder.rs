@@ -433,19 +433,59 @@ impl Recorder {
         };
         if batch.topk_weights.is_none() && batch.scores.is_none() && no_sequences {
             let thresholds = &self.thresholds[(epoch & 1) as usize];
+            // Rows of a common top-k are arrays, so the compiler unrolls the count; then the
+            // language lookup is specialised per kind of `languages`.
+            macro_rules! by_rows {
+                ($lang_at:expr) => {{
+                    let ids = batch.expert_ids;
+                    match self.top_k {
+                        8 => self.count_ids_only(
+                            stripe,
+                            thresholds,
+                            batch.layer,
+                            ids.as_chunks::<8>().0.iter(),
+                            $lang_at,
+                        ),
+                        6 => self.count_ids_only(
+                            stripe,
+                            thresholds,
+                            batch.layer,
+                            ids.as_chunks::<6>().0.iter(),
+                            $lang_at,
+                        ),
+                        4 => self.count_ids_only(
+                            stripe,
+                            thresholds,
+                            batch.layer,
+                            ids.as_chunks::<4>().0.iter(),
+                            $lang_at,
+                        ),
+                        2 => self.count_ids_only(
+                            stripe,
+                            thresholds,
+                            batch.layer,
+                            ids.as_chunks::<2>().0.iter(),
+                            $lang_at,
+                        ),
+                        k => self.count_ids_only(
+                            stripe,
+                            thresholds,
+                            batch.layer,
+                            ids.chunks_exact(k),
+                            $lang_at,
+                        ),
+                    }
+                }};
+            }
             let (out, drops) = match batch.languages {
-                Languages::All(lang) => self.count_ids_only(stripe, thresholds, batch, |_| lang),
-                Languages::PerToken(langs) => {
-                    self.count_ids_only(stripe, thresholds, batch, |t| langs[t])
-                }
+                Languages::All(lang) => by_rows!(|_| lang),
+                Languages::PerToken(langs) => by_rows!(|t| langs[t]),
                 Languages::Segments(segs) => {
                     let mut langs = segs
                         .iter()
                         .flat_map(|s| std::iter::repeat_n(s.lang, s.tokens as usize));
                     // The shape check made the segments add up to T.
-                    self.count_ids_only(stripe, thresholds, batch, |_| {
-                        langs.next().unwrap_or(LangId::EXCLUDED)
-                    })
+                    by_rows!(|_| langs.next().unwrap_or(LangId::EXCLUDED))
                 }
             };
             drop(row_guard);
@@ -520,25 +560,30 @@ impl Recorder {
     /// The loop for batches of ids and languages only (no gate weights, no router scores, no
     /// sequence ids): the same steps as [`token`](Self::token), with its state in locals.
     #[inline(always)]
-    fn count_ids_only<I: ExpertId>(
+    fn count_ids_only<'b, I: ExpertId, R>(
         &self,
         stripe: &Stripe,
         thresholds: &[AtomicU64],
-        batch: &RouterBatch<'_, I>,
+        layer: usize,
+        rows: impl Iterator<Item = R>,
         mut lang_at: impl FnMut(usize) -> LangId,
-    ) -> (Recorded, [u32; DropReason::ALL.len()]) {
-        let (k, e, layer) = (self.top_k, self.experts, batch.layer);
+    ) -> (Recorded, [u32; DropReason::ALL.len()])
+    where
+        R: Copy + IntoIterator<Item = &'b I>,
+    {
+        let e = self.experts;
         let issued = self.registry.issued();
         let alternate = stripe.next_random();
         let mut out = Recorded::default();
         let mut drops = [0u32; DropReason::ALL.len()];
         let mut run_lang = LangId::EXCLUDED;
-        let mut run: Option<(u64, &StageBlock)> = None; // None: excluded or unknown
+        // The current run's threshold, block and `counts[layer]`; None: excluded or unknown.
+        let mut run: Option<(u64, &StageBlock, &[AtomicU64])> = None;
         let mut pending = 0u64;
-        for (t, ids) in batch.expert_ids.chunks_exact(k).enumerate() {
+        for (t, ids) in rows.enumerate() {
             let lang = lang_at(t);
             if lang != run_lang {
-                if let (Some((_, block)), true) = (run, pending != 0) {
+                if let (Some((_, block, _)), true) = (run, pending != 0) {
                     bump(&block.layer_tokens[layer], pending);
                 }
                 pending = 0;
@@ -546,10 +591,15 @@ impl Recorder {
                 run = (lang != LangId::EXCLUDED && lang.index() < issued).then(|| {
                     let block = stripe.block(lang.index());
                     block.dirty.store(true, Ordering::Relaxed);
-                    (thresholds[lang.index()].load(Ordering::Relaxed), block)
+                    let counts = &block.counts[layer * e..(layer + 1) * e];
+                    (
+                        thresholds[lang.index()].load(Ordering::Relaxed),
+                        block,
+                        counts,
+                    )
                 });
             }
-            let Some((threshold, block)) = run else {
+            let Some((threshold, _, counts)) = run else {
                 if lang == LangId::EXCLUDED {
                     out.excluded += 1;
                 } else {
@@ -569,13 +619,8 @@ impl Recorder {
                 h
             };
             let inc = 1u64 << (32 * (h & 1));
-            let counts = &block.counts[layer * e..(layer + 1) * e];
-            if count_ids(counts, ids, inc) {
-                for id in ids {
-                    if let Some(n) = counts.get(id.expert_index() as usize) {
-                        bump(n, inc.wrapping_neg());
-                    }
-                }
+            if count_row(counts, ids, inc) {
+                uncount_row(counts, ids, inc);
                 drops[DropReason::ExpertOutOfRange.index()] += 1;
                 out.dropped += 1;
                 continue;
@@ -583,7 +628,7 @@ impl Recorder {
             pending += inc;
             out.recorded += 1;
         }
-        if let (Some((_, block)), true) = (run, pending != 0) {
+        if let (Some((_, block, _)), true) = (run, pending != 0) {
             bump(&block.layer_tokens[layer], pending);
         }
         (out, drops)
@@ -731,12 +776,8 @@ impl Recorder {
         let layer = c.batch.layer;
         let inc = 1u64 << (32 * (h & 1));
         let counts = &block.counts[layer * e..(layer + 1) * e];
-        if count_ids(counts, ids, inc) {
-            for id in ids {
-                if let Some(n) = counts.get(id.expert_index() as usize) {
-                    bump(n, inc.wrapping_neg());
-                }
-            }
+        if count_row(counts, ids, inc) {
+            uncount_row(counts, ids, inc);
             c.drop_token(DropReason::ExpertOutOfRange);
             return;
         }
@@ -1135,9 +1176,14 @@ fn unpack(v: u64) -> (u64, u64) {
     (v & 0xffff_ffff, v >> 32)
 }
 
-/// Adds `inc` to each id's counter; true if an id was out of range (the others are counted).
+/// Adds `inc` to each id's counter; true if an id was out of range (the others are counted,
+/// and [`uncount_row`] takes them back out).
 #[inline(always)]
-fn count_ids<I: ExpertId>(counts: &[AtomicU64], ids: &[I], inc: u64) -> bool {
+fn count_row<'a, I: ExpertId + 'a>(
+    counts: &[AtomicU64],
+    ids: impl IntoIterator<Item = &'a I>,
+    inc: u64,
+) -> bool {
     let mut bad = false;
     for id in ids {
         match counts.get(id.expert_index() as usize) {
@@ -1146,6 +1192,20 @@ fn count_ids<I: ExpertId>(counts: &[AtomicU64], ids: &[I], inc: u64) -> bool {
         }
     }
     bad
+}
+
+/// Takes back what [`count_row`] added for a row that held an out-of-range id.
+#[cold]
+fn uncount_row<'a, I: ExpertId + 'a>(
+    counts: &[AtomicU64],
+    ids: impl IntoIterator<Item = &'a I>,
+    inc: u64,
+) {
+    for id in ids {
+        if let Some(n) = counts.get(id.expert_index() as usize) {
+            bump(n, inc.wrapping_neg());
+        }
+    }
 }
 
 fn check_weights(w: &[f32]) -> Result<(), DropReason> {
