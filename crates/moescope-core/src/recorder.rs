@@ -637,7 +637,7 @@ impl Recorder {
     fn check_shape<I: ExpertId>(&self, b: &RouterBatch<'_, I>) -> Result<(), RecordError> {
         let (k, e) = (self.top_k, self.experts);
         let n = b.expert_ids.len();
-        if n % k != 0 {
+        if !n.is_multiple_of(k) {
             return Err(RecordError::ShapeMismatch {
                 field: "expert_ids",
                 expected: n.div_ceil(k) * k,
