@@ -1,8 +1,36 @@
 #!/usr/bin/env bash
-# The project's test command (README.md): formatting, lints, and every test of the workspace.
-# It installs nothing yet: a fresh machine with the Rust toolchain (rustfmt, clippy) suffices.
+# The project's test command (README.md): formatting, lints, the Prometheus rules (promtool),
+# and every test of the workspace, including the end-to-end test against a real Prometheus.
+# Installs Debian's `prometheus` package (prometheus + promtool) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "== installing prometheus (Debian package: prometheus, promtool)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
+      echo "error: prometheus/promtool missing, not root and no sudo: install the Debian package 'prometheus'" >&2
+      exit 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: prometheus/promtool missing and no apt-get: install Prometheus 2.x (prometheus, promtool) on PATH" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q >/dev/null
+  $SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null
+  command -v promtool >/dev/null && command -v prometheus >/dev/null || {
+    echo "error: installing the Debian package 'prometheus' did not provide prometheus and promtool" >&2
+    exit 1
+  }
+fi
+# The Rust tests that need them fail (instead of skipping) when they are missing.
+export MOESCOPE_REQUIRE_PROMETHEUS=1
+
+echo "== promtool check rules / test rules ($(promtool --version 2>&1 | head -1))"
+(cd dashboards && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
