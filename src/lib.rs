@@ -25,8 +25,12 @@
 //! ```
 //!
 //! The pieces live in their own crates, re-exported here: `moescope-core` (model spec,
-//! languages, recorder, window, snapshot) and `moescope-stats` (the metrics, pure functions).
+//! languages, recorder, window, snapshot), `moescope-stats` (the metrics, pure functions) and,
+//! with the `tract` feature, `moescope-tract` (run an ONNX MoE on the CPU and record it).
 //! docs/METRICS.md defines every metric.
 
 pub use moescope_core::*;
 pub use moescope_stats as stats;
+/// The CPU path (feature `tract`): an ONNX MoE model run by tract, its routers recorded.
+#[cfg(feature = "tract")]
+pub use moescope_tract as tract;
