@@ -26,8 +26,9 @@
 //!
 //! The pieces live in their own crates, re-exported here: `moescope-core` (model spec,
 //! languages, recorder, window, snapshot), `moescope-stats` (the metrics, pure functions),
-//! and behind features `export` (`prometheus`, default), `otel` and `sim`. docs/METRICS.md
-//! defines every metric and its Prometheus name.
+//! and behind features `export` (`prometheus`, default), `otel`, `sim` and `tract` (run an
+//! ONNX MoE on the CPU and record its routers). docs/METRICS.md defines every metric and its
+//! Prometheus name.
 
 pub use moescope_core::*;
 pub use moescope_stats as stats;
@@ -43,3 +44,7 @@ pub use moescope_otel as otel;
 /// The routing simulator (feature `sim`).
 #[cfg(feature = "sim")]
 pub use moescope_sim as sim;
+
+/// The CPU path (feature `tract`): an ONNX MoE model run by tract, its routers recorded.
+#[cfg(feature = "tract")]
+pub use moescope_tract as tract;

@@ -19,6 +19,13 @@ pub struct BenchArgs {
     /// Writer thread counts to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
     threads: Vec<usize>,
+    /// Instead: tokens per second of the bundled MoE model through tract, with and without
+    /// moescope recording, in the same run.
+    #[arg(long)]
+    model_overhead: bool,
+    /// With --model-overhead: tokens per forward pass.
+    #[arg(long, default_value_t = 256)]
+    batch_tokens: usize,
 }
 
 #[derive(Serialize)]
@@ -67,6 +74,15 @@ struct Target {
 }
 
 pub fn run(args: &BenchArgs) -> u8 {
+    if args.model_overhead {
+        return match crate::model_bench::run(args.quick, args.json, args.batch_tokens.max(1)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("moescope bench --model-overhead: {e}");
+                2
+            }
+        };
+    }
     if args.tokens.iter().chain(&args.threads).any(|&n| n == 0) {
         eprintln!("moescope bench: --tokens and --threads take positive numbers");
         return 2;

@@ -1,6 +1,9 @@
-//! `moescope demo --simulate`: the whole pipeline on simulated routing, in one command.
+//! `moescope demo`: the whole pipeline in one command.
 //!
-//! A routing simulator (crate `moescope-sim`) generates router batches for a language mix; the
+//! Without `--simulate` (the default), a real MoE model runs on the CPU through tract behind
+//! an HTTP server with a built-in load generator: see [`crate::serve`].
+//!
+//! With `--simulate`, a routing simulator (crate `moescope-sim`) generates router batches for a language mix; the
 //! recorder records them; a publisher serves the statistics at `/metrics`; the terminal shows,
 //! per language, its traffic, its deep-layer entropy against the reference and the collapse
 //! flag. One language collapses in its deep layers at `--collapse-at` and recovers at
@@ -17,68 +20,87 @@ use moescope_stats::{deep_layers, layer_entropies};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Drive the recorder with simulated routing (the real-model demo comes with the CPU path).
+    /// Drive the recorder with simulated routing instead of the real model (a scripted
+    /// collapse on a Qwen3-30B-A3B-shaped router).
     #[arg(long)]
-    simulate: bool,
+    pub(crate) simulate: bool,
+    /// Real model: the ONNX MoE file (default: the bundled tiny Qwen3-MoE).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) onnx: Option<std::path::PathBuf>,
+    /// Real model: requests per second of the built-in load generator.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) rps: f64,
+    /// Real model: share of generated requests that carry a language tag (the rest are
+    /// detected).
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) tagged_share: f64,
+    /// Real model: languages to detect untagged requests among (BCP 47 or ISO 639-3 tags;
+    /// `any`: every language whatlang knows).
+    #[arg(long, default_value = "en,he,ja", value_delimiter = ',')]
+    pub(crate) detect: Vec<String>,
+    /// Real model: serve only, no load generator.
+    #[arg(long)]
+    pub(crate) no_load: bool,
+    /// Real model: most tokens packed into one forward pass.
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) max_batch_tokens: usize,
     /// Address of the `/metrics` endpoint.
     #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: String,
-    /// Model preset.
+    pub(crate) listen: String,
+    /// Simulated: model preset.
     #[arg(long, default_value = "qwen3-30b-a3b")]
-    model: String,
+    pub(crate) model: String,
     /// Language mix as TAG=SHARE pairs.
     #[arg(long, default_value = "en=0.9,he=0.05,ja=0.05", value_delimiter = ',')]
-    mix: Vec<String>,
+    pub(crate) mix: Vec<String>,
     /// Reference language.
     #[arg(long, default_value = "en")]
-    reference: String,
+    pub(crate) reference: String,
     /// The language whose deep layers collapse.
     #[arg(long, default_value = "he")]
-    collapse_lang: String,
+    pub(crate) collapse_lang: String,
     /// Seconds after start when the collapse begins.
     #[arg(long, default_value_t = 60.0)]
-    collapse_at: f64,
+    pub(crate) collapse_at: f64,
     /// Seconds after start when it ends (0: never).
     #[arg(long, default_value_t = 240.0)]
-    recover_at: f64,
+    pub(crate) recover_at: f64,
     /// Tokens per simulated forward step.
     #[arg(long, default_value_t = 64)]
-    tokens_per_step: usize,
+    pub(crate) tokens_per_step: usize,
     /// Forward steps per second.
     #[arg(long, default_value_t = 20.0)]
-    steps_per_second: f64,
+    pub(crate) steps_per_second: f64,
     /// Publication interval in milliseconds.
     #[arg(long, default_value_t = 5_000)]
-    interval_ms: u64,
+    pub(crate) interval_ms: u64,
     /// Window bucket length in milliseconds.
     #[arg(long, default_value_t = 10_000)]
-    bucket_ms: u64,
+    pub(crate) bucket_ms: u64,
     /// Buckets in the window.
     #[arg(long, default_value_t = 30)]
-    buckets: usize,
+    pub(crate) buckets: usize,
     /// Stop after this many seconds (0: run until interrupted).
     #[arg(long, default_value_t = 0.0)]
-    duration: f64,
+    pub(crate) duration: f64,
     /// Publish the opt-in per-expert selection counters.
     #[arg(long)]
-    expert_selections: bool,
+    pub(crate) expert_selections: bool,
     /// No terminal view (for running under a test or a service manager).
     #[arg(long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Simulator seed.
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(crate) seed: u64,
 }
 
 pub fn run(args: &DemoArgs) -> i32 {
-    if !args.simulate {
-        eprintln!(
-            "moescope demo: the real-model demo needs the CPU (tract) path, which is not built yet; \
-             run `moescope demo --simulate`"
-        );
-        return 2;
-    }
-    match simulate(args) {
+    let result = if args.simulate {
+        simulate(args)
+    } else {
+        crate::serve::run(args)
+    };
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("moescope demo: {e}");

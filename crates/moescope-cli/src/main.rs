@@ -4,8 +4,9 @@
 //!   snapshot.
 //! - `moescope diff`: base against candidate checkpoint; the exit code gates a rollout.
 //! - `moescope bench`: what recording costs on this machine, against the alternatives.
-//! - `moescope demo --simulate`: simulated routing through the recorder to a `/metrics`
-//!   endpoint, with a live terminal view and a scripted deep-layer collapse.
+//! - `moescope demo`: a real MoE model (ONNX, run by tract) behind an HTTP server with a
+//!   multilingual load generator, its routing recorded per language and served at `/metrics`;
+//!   `--simulate` drives a simulated router with a scripted deep-layer collapse instead.
 
 use std::process::ExitCode;
 
@@ -14,6 +15,9 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod bench;
 mod demo;
+mod model_bench;
+mod sentences;
+mod serve;
 
 /// Per-language routing health for Mixture-of-Experts models.
 #[derive(Parser, Debug)]
@@ -34,8 +38,9 @@ enum Command {
     /// Measure the cost of recording router decisions (ns per token-layer) against the
     /// alternatives a serving engineer would write, in the same run.
     Bench(bench::BenchArgs),
-    /// Run the pipeline live: simulated routing (`--simulate`) recorded and served at
-    /// /metrics, with a terminal view; one language collapses and recovers on schedule.
+    /// Run the pipeline live: a real MoE model through tract, served over HTTP with a
+    /// multilingual load generator, routing recorded and served at /metrics, with a terminal
+    /// view. `--simulate`: simulated routing where one language collapses and recovers.
     Demo(demo::DemoArgs),
 }
 

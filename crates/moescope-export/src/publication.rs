@@ -122,6 +122,10 @@ catalogue! {
         "The collapse detector's threshold theta on the score.";
     WINDOW_TOKENS = "moe_routing_window_tokens", Gauge, "tokens", ["model", "lang"],
         "Content tokens of the language in the rolling window (sampling-weighted estimate).";
+    TOKENS_PER_CHAR = "moe_routing_tokens_per_char", Gauge, "", ["model", "lang"],
+        "Tokens per character of the language's text in the window (needs Recorder::record_text).";
+    TOKENS_PER_WORD = "moe_routing_tokens_per_word", Gauge, "", ["model", "lang"],
+        "Tokens per whitespace-separated word of the language's text in the window (needs Recorder::record_text).";
     TOKENS_TOTAL = "moe_routing_tokens_total", Counter, "tokens", ["model", "lang"],
         "Content tokens recorded per language since start (sampling-weighted estimate).";
     DROPPED_TOTAL = "moe_routing_dropped_total", Counter, "tokens", ["model", "reason"],

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use moescope_core::{DropReason, Recorder, Snapshot};
 use moescope_stats::{
     analyze, collapse_evidence, deep_layers, layer_entropies, layer_metrics, middle_layers,
-    Analysis, AnalysisConfig, CollapseConfig, CollapseDetector,
+    tokenization, Analysis, AnalysisConfig, CollapseConfig, CollapseDetector,
 };
 
 use crate::publication::*;
@@ -123,6 +123,9 @@ impl Publisher {
         };
         for (tag, lang) in &snapshot.languages {
             out.push(WINDOW_TOKENS, &[tag], lang.tokens);
+            let tok = tokenization(tag, lang);
+            out.push_opt(TOKENS_PER_CHAR, &[tag], tok.tokens_per_char);
+            out.push_opt(TOKENS_PER_WORD, &[tag], tok.tokens_per_word);
             let h = layer_entropies(lang);
             out.push_opt(
                 DEEP_USAGE_ENTROPY_BITS,

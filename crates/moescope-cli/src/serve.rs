@@ -1,0 +1,636 @@
+//! `moescope demo` (without `--simulate`): a real MoE model served over HTTP, its routing
+//! recorded per language, the statistics at `/metrics`.
+//!
+//! - **Model:** an ONNX MoE run by tract (`moescope-tract`): the bundled tiny Qwen3-MoE
+//!   decoder unless `--onnx` names another file with the same inputs (`input_ids`,
+//!   `position_ids`, `segment_ids`); byte-level tokens.
+//! - **Server:** `tiny_http` (synchronous, no async runtime, four small dependencies), on
+//!   `--listen` (loopback by default). `POST /v1/route?lang=TAG` with the text as the body runs
+//!   the model on it; without `lang` (or a `Content-Language` header) the language is detected
+//!   with `whatlang`, among the `--detect` languages. `GET /metrics` serves the Prometheus exposition of the publisher's rounds.
+//! - **Batching:** one inference thread packs the requests waiting in its queue into one flat
+//!   token stream (up to `--max-batch-tokens`), runs the model once, records every MoE layer
+//!   with each request's language, and answers each request.
+//! - **Load generator:** unless `--no-load`, a thread posts sentences of the `--mix` languages
+//!   to the server over HTTP at `--rps`, half of them without a tag (so detection runs too).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+use moescope_core::{LangId, Languages, Recorder, WindowConfig};
+use moescope_export::{MetricsSink, Publisher, PublisherConfig, PublisherThread};
+use moescope_tract::{byte_tokens, LoadOptions, MoeModel, PackedBatch};
+
+use crate::demo::DemoArgs;
+use crate::sentences;
+
+/// Longest request the server takes, in bytes of text (= tokens of the byte-level model).
+const MAX_REQUEST_BYTES: usize = 1024;
+
+struct Job {
+    tokens: Vec<i64>,
+    lang: LangId,
+    sequence_id: u64,
+    reply: Sender<Result<JobDone, String>>,
+}
+
+struct JobDone {
+    tokens: usize,
+    batch_tokens: usize,
+    next_token: usize,
+}
+
+/// Runs the real-model demo until `--duration` passes (or forever).
+pub fn run(args: &DemoArgs) -> Result<(), String> {
+    let mix = parse_mix(&args.mix)?;
+    let path = args
+        .onnx
+        .clone()
+        .unwrap_or_else(moescope_tract::bundled_model_path);
+    let model = MoeModel::load(&path, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let spec = model.spec().clone();
+    let recorder = Arc::new(
+        Recorder::builder(spec.clone())
+            .window(WindowConfig {
+                bucket_ms: args.bucket_ms,
+                buckets: args.buckets,
+            })
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    let interval = Duration::from_millis(args.interval_ms.max(1));
+    let prometheus = Arc::new(
+        PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::ALL, Some(interval * 3))
+            .build_recorder(),
+    );
+    let handle = prometheus.handle();
+    let publisher = Publisher::new(
+        recorder.clone(),
+        PublisherConfig {
+            reference: args.reference.clone(),
+            expert_selections: args.expert_selections,
+            interval,
+            ..PublisherConfig::default()
+        },
+    );
+    let publisher = moescope_export::spawn(
+        publisher,
+        vec![Box::new(MetricsSink::to_recorder(prometheus))],
+    )
+    .map_err(|e| format!("cannot start the publisher: {e}"))?;
+
+    let server = Arc::new(
+        tiny_http::Server::http(args.listen.as_str())
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?,
+    );
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| format!("{} is not an IP address", args.listen))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let max_batch = args.max_batch_tokens.max(1);
+
+    let mut threads = Vec::new();
+    {
+        let (recorder, stop) = (recorder.clone(), stop.clone());
+        threads.push(spawn("moescope-infer", move || {
+            infer_loop(&model, &recorder, &queue, &stop, max_batch)
+        })?);
+    }
+    let requests = Arc::new(AtomicU64::new(0));
+    for i in 0..2 {
+        let (server, recorder, stop, jobs, handle, requests) = (
+            server.clone(),
+            recorder.clone(),
+            stop.clone(),
+            jobs.clone(),
+            handle.clone(),
+            requests.clone(),
+        );
+        let detector = detector_for(&args.detect);
+        threads.push(spawn(&format!("moescope-http-{i}"), move || {
+            http_loop(
+                &server, &detector, &recorder, &jobs, &handle, &stop, &requests,
+            )
+        })?);
+    }
+    drop(jobs);
+    if !args.no_load {
+        let (stop, mix) = (stop.clone(), mix.clone());
+        let (rps, tagged, seed) = (args.rps, args.tagged_share, args.seed);
+        threads.push(spawn("moescope-load", move || {
+            load_loop(addr, &mix, rps, tagged, seed, &stop)
+        })?);
+    }
+
+    println!(
+        "moescope demo: {} ({} MoE layers, {} experts, top-{}) on tract; metrics at http://{addr}/metrics",
+        spec.name,
+        spec.num_moe_layers(),
+        spec.num_experts,
+        spec.top_k
+    );
+    println!(
+        "send text: curl -d 'שלום עולם' 'http://{addr}/v1/route?lang=he' (no lang: detected); {}",
+        if args.no_load {
+            "load generator off".to_owned()
+        } else {
+            format!(
+                "load generator: {} requests/s, mix {}",
+                args.rps,
+                mix.iter()
+                    .map(|(t, s)| format!("{t}={s}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        }
+    );
+    let _ = std::io::stdout().flush();
+
+    let start = Instant::now();
+    let view_every = interval.max(Duration::from_secs(1));
+    let mut next_view = start + view_every;
+    loop {
+        let t = start.elapsed().as_secs_f64();
+        if args.duration > 0.0 && t >= args.duration {
+            break;
+        }
+        if !args.quiet && Instant::now() >= next_view {
+            view(&publisher, args, t, requests.load(Ordering::Relaxed));
+            next_view += view_every;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    server.unblock();
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| format!("cannot start thread {name}: {e}"))
+}
+
+fn parse_mix(pairs: &[String]) -> Result<Vec<(String, f64)>, String> {
+    let mut mix = Vec::new();
+    for pair in pairs {
+        let (tag, share) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--mix: {pair:?} is not TAG=SHARE"))?;
+        let share: f64 = share
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| format!("--mix: share {share:?} of {tag} is not a number ≥ 0"))?;
+        if sentences::for_tag(tag).is_none() {
+            return Err(format!(
+                "--mix: the load generator has sentences for en, he and ja, not {tag:?}"
+            ));
+        }
+        mix.push((tag.to_owned(), share));
+    }
+    if mix.iter().map(|(_, s)| s).sum::<f64>() <= 0.0 {
+        return Err("--mix: the shares add up to 0".into());
+    }
+    Ok(mix)
+}
+
+/// The inference thread: batch what is queued, run once, record, answer.
+fn infer_loop(
+    model: &MoeModel,
+    recorder: &Recorder,
+    queue: &Receiver<Job>,
+    stop: &AtomicBool,
+    max_batch_tokens: usize,
+) {
+    let mut batch = PackedBatch::new();
+    let mut pending: Vec<Job> = Vec::new();
+    let mut scratch = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match queue.recv_timeout(Duration::from_millis(100)) {
+            Ok(job) => pending.push(job),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let mut tokens = pending[0].tokens.len();
+        while tokens < max_batch_tokens {
+            match queue.try_recv() {
+                Ok(job) => {
+                    tokens += job.tokens.len();
+                    pending.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        batch.clear();
+        for job in &pending {
+            batch.push(&job.tokens, job.lang, Some(job.sequence_id));
+        }
+        let result = model.run(batch.inputs()).and_then(|out| {
+            model.record(
+                recorder,
+                &out,
+                Languages::Segments(batch.segments()),
+                &mut scratch,
+            )?;
+            Ok(out)
+        });
+        match result {
+            Ok(out) => {
+                let logits = out.model_outputs()[0].to_plain_array_view::<f32>().ok();
+                let mut end = 0;
+                for job in pending.drain(..) {
+                    end += job.tokens.len();
+                    let next_token = logits
+                        .as_ref()
+                        .and_then(|l| {
+                            let row = l.index_axis(tract_ndarray_axis(), end - 1);
+                            row.iter()
+                                .enumerate()
+                                .max_by(|a, b| a.1.total_cmp(b.1))
+                                .map(|(i, _)| i)
+                        })
+                        .unwrap_or(0);
+                    let _ = job.reply.send(Ok(JobDone {
+                        tokens: job.tokens.len(),
+                        batch_tokens: batch.tokens(),
+                        next_token,
+                    }));
+                }
+            }
+            Err(e) => {
+                for job in pending.drain(..) {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn tract_ndarray_axis() -> moescope_tract::ndarray::Axis {
+    moescope_tract::ndarray::Axis(0)
+}
+
+/// Where a request's language came from.
+fn language_of(
+    detector: &whatlang::Detector,
+    request: &tiny_http::Request,
+    text: &str,
+) -> (String, &'static str) {
+    let from_query = request.url().split_once('?').and_then(|(_, q)| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("lang="))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    });
+    if let Some(tag) = from_query {
+        return (tag, "tag");
+    }
+    if let Some(h) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Language"))
+    {
+        return (h.value.as_str().to_owned(), "tag");
+    }
+    match detect(detector, text) {
+        Some(tag) => (tag.to_owned(), "detected"),
+        None => ("und".to_owned(), "undetermined"),
+    }
+}
+
+/// The language of `text` by whatlang among `detector`'s languages, when it is confident
+/// enough.
+fn detect(detector: &whatlang::Detector, text: &str) -> Option<&'static str> {
+    let info = detector.detect(text)?;
+    (info.confidence() >= MIN_DETECTION_CONFIDENCE).then(|| bcp47(info.lang()))
+}
+
+/// A detector limited to the languages the server expects (`tags`, BCP 47 or ISO 639-3):
+/// whatlang confuses short sentences of related languages (English read as Portuguese), so an
+/// operator who knows the traffic narrows the choice. Unknown tags are ignored; none known:
+/// every language.
+fn detector_for(tags: &[String]) -> whatlang::Detector {
+    let langs: Vec<whatlang::Lang> = tags
+        .iter()
+        .filter_map(|t| {
+            whatlang::Lang::all()
+                .iter()
+                .copied()
+                .find(|l| bcp47(*l) == t.as_str() || l.code() == t.as_str())
+        })
+        .collect();
+    if langs.is_empty() {
+        whatlang::Detector::new()
+    } else {
+        whatlang::Detector::with_allowlist(langs)
+    }
+}
+
+/// Below this whatlang confidence a request is tagged `und`. whatlang's own `is_reliable`
+/// rejects most one-sentence requests, even in a script only one language uses.
+const MIN_DETECTION_CONFIDENCE: f64 = 0.1;
+
+/// whatlang's ISO 639-3 codes as the BCP 47 tags clients send (two letters where ISO 639-1
+/// has one).
+fn bcp47(lang: whatlang::Lang) -> &'static str {
+    use whatlang::Lang::*;
+    match lang {
+        Eng => "en",
+        Heb => "he",
+        Jpn => "ja",
+        Cmn => "zh",
+        Kor => "ko",
+        Ara => "ar",
+        Rus => "ru",
+        Ukr => "uk",
+        Deu => "de",
+        Fra => "fr",
+        Spa => "es",
+        Por => "pt",
+        Ita => "it",
+        Nld => "nl",
+        Pol => "pl",
+        Tur => "tr",
+        Hin => "hi",
+        Vie => "vi",
+        Tha => "th",
+        Ind => "id",
+        Swe => "sv",
+        Ell => "el",
+        Pes => "fa",
+        other => other.code(),
+    }
+}
+
+fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: String) {
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+        .unwrap_or_else(|_| {
+            tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..])
+                .expect("static header")
+        });
+    let _ = request.respond(
+        tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header),
+    );
+}
+
+fn http_loop(
+    server: &tiny_http::Server,
+    detector: &whatlang::Detector,
+    recorder: &Recorder,
+    jobs: &Sender<Job>,
+    metrics: &PrometheusHandle,
+    stop: &AtomicBool,
+    requests: &AtomicU64,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let path = request.url().split('?').next().unwrap_or("").to_owned();
+        match (request.method(), path.as_str()) {
+            (tiny_http::Method::Get, "/metrics") => {
+                metrics.run_upkeep();
+                respond(
+                    request,
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                );
+            }
+            (tiny_http::Method::Get, "/") => respond(
+                request,
+                200,
+                "text/plain; charset=utf-8",
+                "moescope demo: POST text to /v1/route?lang=TAG; routing health at /metrics\n"
+                    .into(),
+            ),
+            (tiny_http::Method::Post, "/v1/route") => {
+                let mut body = Vec::new();
+                let read = request
+                    .as_reader()
+                    .take(MAX_REQUEST_BYTES as u64 * 4)
+                    .read_to_end(&mut body);
+                let text = match (read, String::from_utf8(body)) {
+                    (Ok(_), Ok(t)) if !t.trim().is_empty() => t,
+                    _ => {
+                        respond(
+                            request,
+                            400,
+                            "text/plain",
+                            "the body must be non-empty UTF-8 text\n".into(),
+                        );
+                        continue;
+                    }
+                };
+                let (tag, source) = language_of(detector, &request, &text);
+                let lang = recorder.language(&tag);
+                let mut tokens = byte_tokens(&text);
+                tokens.truncate(MAX_REQUEST_BYTES);
+                let (reply, answer) = mpsc::channel();
+                let id = requests.fetch_add(1, Ordering::Relaxed);
+                let sent = jobs.send(Job {
+                    tokens,
+                    lang,
+                    sequence_id: id,
+                    reply,
+                });
+                let done = sent
+                    .map_err(|_| "the inference thread stopped".to_owned())
+                    .and_then(|()| {
+                        answer
+                            .recv_timeout(Duration::from_secs(30))
+                            .map_err(|_| "inference timed out".to_owned())
+                    })
+                    .and_then(|r| r);
+                match done {
+                    Ok(d) => {
+                        // Text lengths for the tokenization statistics (the tokens recorded).
+                        let counted: String = String::from_utf8_lossy(
+                            &text.as_bytes()[..text.len().min(MAX_REQUEST_BYTES)],
+                        )
+                        .into_owned();
+                        let chars = counted.chars().count() as u64;
+                        let words = counted.split_whitespace().count() as u64;
+                        recorder.record_text(lang, chars, words);
+                        let body = serde_json::json!({
+                            "lang": recorder.registry().tag(lang).map(|t| t.as_str().to_owned()),
+                            "lang_source": source,
+                            "tokens": d.tokens,
+                            "chars": chars,
+                            "words": words,
+                            "batch_tokens": d.batch_tokens,
+                            "next_token": d.next_token,
+                        });
+                        respond(request, 200, "application/json", format!("{body}\n"));
+                    }
+                    Err(e) => respond(request, 503, "text/plain", format!("{e}\n")),
+                }
+            }
+            (_, "/metrics" | "/" | "/v1/route") => {
+                respond(request, 405, "text/plain", "method not allowed\n".into())
+            }
+            _ => respond(request, 404, "text/plain", "not found\n".into()),
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for the load mix.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Posts the mix to the server over HTTP, `rps` requests per second, until stopped.
+fn load_loop(
+    addr: SocketAddr,
+    mix: &[(String, f64)],
+    rps: f64,
+    tagged_share: f64,
+    seed: u64,
+    stop: &AtomicBool,
+) {
+    let total: f64 = mix.iter().map(|(_, s)| s).sum();
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let every = Duration::from_secs_f64(1.0 / rps.max(0.1));
+    let start = Instant::now();
+    let mut sent = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let mut pick = rng.next_f64() * total;
+        let tag = mix
+            .iter()
+            .find(|(_, s)| {
+                pick -= s;
+                pick < 0.0
+            })
+            .map_or(mix[0].0.as_str(), |(t, _)| t.as_str());
+        let pool = sentences::for_tag(tag).unwrap_or(sentences::EN);
+        let text = pool[(rng.next_f64() * pool.len() as f64) as usize % pool.len()];
+        let path = if rng.next_f64() < tagged_share {
+            format!("/v1/route?lang={tag}")
+        } else {
+            "/v1/route".to_owned()
+        };
+        let _ = post(addr, &path, text);
+        sent += 1;
+        let target = start + every * sent;
+        while let Some(wait) = target.checked_duration_since(Instant::now()) {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 POST (the generator talks to our own server on loopback).
+fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// One screen of the terminal view.
+fn view(publisher: &PublisherThread, args: &DemoArgs, t: f64, requests: u64) {
+    let Some(round) = publisher.latest() else {
+        return;
+    };
+    let snap = &round.snapshot;
+    let model = snap.model.name.as_str();
+    let seconds = snap.window.map_or(1.0, |w| {
+        (w.end_unix_ms.saturating_sub(w.start_unix_ms)).max(1) as f64 / 1000.0
+    });
+    let p = &round.publication;
+    let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    let mut out = String::new();
+    if std::io::stdout().is_terminal() {
+        out.push_str("\x1b[2J\x1b[H");
+    }
+    out.push_str(&format!(
+        "moescope demo  t={t:.0}s  requests={requests}  window={seconds:.0}s  model={model} (real routing, tract)\n\n"
+    ));
+    out.push_str(&format!(
+        "{:<6} {:>9} {:>11} {:>11} {:>12} {:>12} {:>11} {:>9}\n",
+        "lang", "tokens/s", "tok/char", "tok/word", "middle H", "deep H", "score", "COLLAPSE"
+    ));
+    let mut rows: BTreeMap<&str, f64> = BTreeMap::new();
+    for (tag, lang) in &snap.languages {
+        rows.insert(tag, lang.tokens);
+    }
+    for (tag, tokens) in rows {
+        let flag = match p.value("moe_routing_deep_collapse", &[model, tag, &args.reference]) {
+            Some(v) if v >= 1.0 => "YES",
+            Some(_) => "no",
+            None => "-",
+        };
+        out.push_str(&format!(
+            "{:<6} {:>9.1} {:>11} {:>11} {:>12} {:>12} {:>11} {:>9}\n",
+            tag,
+            tokens / seconds,
+            fmt(p.value("moe_routing_tokens_per_char", &[model, tag])),
+            fmt(p.value("moe_routing_tokens_per_word", &[model, tag])),
+            fmt(p.value("moe_routing_middle_usage_entropy_bits", &[model, tag])),
+            fmt(p.value("moe_routing_deep_usage_entropy_bits", &[model, tag])),
+            fmt(p.value(
+                "moe_routing_deep_collapse_score_bits",
+                &[model, tag, &args.reference]
+            )),
+            flag
+        ));
+    }
+    out.push('\n');
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generators_sentences_are_detected_as_their_language() {
+        let detector = detector_for(&["en".into(), "he".into(), "ja".into(), "xx".into()]);
+        for (tag, pool) in [
+            ("en", sentences::EN),
+            ("he", sentences::HE),
+            ("ja", sentences::JA),
+        ] {
+            for s in pool {
+                assert_eq!(detect(&detector, s), Some(tag), "{s}");
+            }
+        }
+    }
+}
