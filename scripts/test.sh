@@ -35,8 +35,11 @@ echo "== promtool check rules / test rules ($(promtool --version 2>&1 | head -1)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy -D warnings (all features)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== cargo test: OTLP export (feature otlp)"
+cargo test -p moescope-otel --features otlp --locked
