@@ -94,6 +94,20 @@ pub struct DemoArgs {
     pub(crate) seed: u64,
 }
 
+impl DemoArgs {
+    /// The recorder both demos record into, with the window the flags ask for.
+    pub(crate) fn recorder(&self, spec: &ModelSpec) -> Result<Arc<Recorder>, String> {
+        Recorder::builder(spec.clone())
+            .window(WindowConfig {
+                bucket_ms: self.bucket_ms,
+                buckets: self.buckets,
+            })
+            .build()
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+}
+
 pub fn run(args: &DemoArgs) -> i32 {
     let result = if args.simulate {
         simulate(args)
@@ -142,15 +156,7 @@ fn simulate(args: &DemoArgs) -> Result<(), String> {
     // Check the collapsing language now rather than at the first switch.
     sim.set_collapse(&args.collapse_lang, None)
         .map_err(|e| format!("--collapse-lang: {e}"))?;
-    let recorder = Arc::new(
-        Recorder::builder(spec.clone())
-            .window(WindowConfig {
-                bucket_ms: args.bucket_ms,
-                buckets: args.buckets,
-            })
-            .build()
-            .map_err(|e| e.to_string())?,
-    );
+    let recorder = args.recorder(&spec)?;
     let config = PublisherConfig {
         reference: args.reference.clone(),
         expert_selections: args.expert_selections,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-use moescope_core::{LangId, Languages, Recorder, WindowConfig};
+use moescope_core::{LangId, Languages, Recorder};
 use moescope_export::{MetricsSink, Publisher, PublisherConfig, PublisherThread};
 use moescope_tract::{byte_tokens, LoadOptions, MoeModel, PackedBatch};
 
@@ -56,15 +56,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         .unwrap_or_else(moescope_tract::bundled_model_path);
     let model = MoeModel::load(&path, &LoadOptions::default()).map_err(|e| e.to_string())?;
     let spec = model.spec().clone();
-    let recorder = Arc::new(
-        Recorder::builder(spec.clone())
-            .window(WindowConfig {
-                bucket_ms: args.bucket_ms,
-                buckets: args.buckets,
-            })
-            .build()
-            .map_err(|e| e.to_string())?,
-    );
+    let recorder = args.recorder(&spec)?;
     let interval = Duration::from_millis(args.interval_ms.max(1));
     let prometheus = Arc::new(
         PrometheusBuilder::new()
