@@ -284,12 +284,12 @@ def health():
         12, 8)
     L.add(heatmap(
         "JS divergence per language pair at layer $layer",
-        [target(f'max by (lang, reference) (moe_routing_js_divergence_bits{{{S}, layer="$layer"}})',
-                "{{lang}} – {{reference}}")],
+        [target(f'max by (lang_a, lang_b) (moe_routing_pair_js_divergence_bits{{{S}, '
+                f'layer="$layer"}})', "{{lang_a}} – {{lang_b}}")],
         unit="bits", reverse=True,
-        description="Rows: language pairs; moescope publishes the JSD of every language against "
-                    "the reference, so the pairs are (lang, reference). All pairs are available "
-                    "offline with `moescope analyze --all-pairs`."), 12, 8)
+        description="Rows: every ordered pair of the busiest languages (6 by default), over time "
+                    "(both orders, so each pair's row reads from either language). "
+                    "`moescope analyze --all-pairs` gives every pair offline."), 12, 8)
     L.add(heatmap(
         "JS divergence to $reference, layer × time: $lang",
         [target(f'max by (layer) (moe_routing_js_divergence_bits{{{S}, lang=~"$lang", '

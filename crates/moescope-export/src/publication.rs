@@ -106,6 +106,8 @@ catalogue! {
         "Spearman rank correlation of expert usage between the language and the reference.";
     KENDALL_TAU = "moe_routing_kendall_tau", Gauge, "", ["model", "layer", "lang", "reference"],
         "Kendall tau-b rank correlation of expert usage between the language and the reference.";
+    PAIR_JS_DIVERGENCE_BITS = "moe_routing_pair_js_divergence_bits", Gauge, "bits", ["model", "layer", "lang_a", "lang_b"],
+        "Jensen-Shannon divergence (base 2) between the expert usage of two languages, for every pair of the busiest languages.";
     SPLIT_HALF_COSINE_SIMILARITY = "moe_routing_split_half_cosine_similarity", Gauge, "", ["model", "layer", "lang"],
         "Cosine similarity between two random halves of the language's traffic: the noise floor.";
     LSI_EXPERTS = "moe_routing_lsi_experts", Gauge, "experts", ["model", "lang", "reference", "class"],

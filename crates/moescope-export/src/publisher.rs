@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moescope_core::{DropReason, Recorder, Snapshot};
 use moescope_stats::{
-    analyze, collapse_evidence, deep_layers, layer_entropies, layer_metrics, middle_layers,
-    tokenization, Analysis, AnalysisConfig, CollapseConfig, CollapseDetector,
+    analyze, collapse_evidence, deep_layers, js_divergence_bits, layer_entropies, layer_metrics,
+    middle_layers, tokenization, Analysis, AnalysisConfig, CollapseConfig, CollapseDetector,
 };
 
 use crate::publication::*;
@@ -33,6 +33,10 @@ pub struct PublisherConfig {
     /// Publish `moe_routing_expert_selections_total{model,layer,lang,expert}` (off by default:
     /// L × E series per language).
     pub expert_selections: bool,
+    /// How many languages (the busiest in the window) get
+    /// `moe_routing_pair_js_divergence_bits` for every ordered pair: n·(n − 1)·L series
+    /// (default 6; 0 turns it off).
+    pub pair_languages: usize,
     /// How often [`spawn`](crate::spawn) publishes (default 5 s).
     pub interval: Duration,
 }
@@ -45,6 +49,7 @@ impl Default for PublisherConfig {
             lsi_threshold: 0.2,
             collapse: CollapseConfig::default(),
             expert_selections: false,
+            pair_languages: 6,
             interval: Duration::from_secs(5),
         }
     }
@@ -67,6 +72,7 @@ pub struct Publisher {
     model: String,
     analysis: AnalysisConfig,
     expert_selections: bool,
+    pair_languages: usize,
     interval: Duration,
     detectors: BTreeMap<String, CollapseDetector>,
 }
@@ -84,6 +90,7 @@ impl Publisher {
             recorder,
             analysis,
             expert_selections: config.expert_selections,
+            pair_languages: config.pair_languages,
             interval: config.interval,
             detectors: BTreeMap::new(),
         }
@@ -116,6 +123,7 @@ impl Publisher {
             Some(a) => self.publish_analysis(&snapshot, a, &mut out),
             None => self.publish_layers_only(&snapshot, &mut out),
         }
+        self.publish_pairs(&snapshot, &mut out);
         let layers = snapshot.model.num_moe_layers();
         let mean = |h: &[Option<f64>]| -> Option<f64> {
             let v: Vec<f64> = h.iter().flatten().copied().collect();
@@ -227,6 +235,31 @@ impl Publisher {
                 out.push_opt(GINI, &l, m.gini);
                 out.push_opt(ACTIVE_EXPERTS, &l, m.active_experts.map(|n| n as f64));
                 out.push_opt(SELECTION_ENTROPY_BITS, &l, m.selection_entropy_bits);
+            }
+        }
+    }
+
+    /// JSD between every ordered pair of the busiest languages, per layer (symmetric: computed
+    /// once per unordered pair).
+    fn publish_pairs(&self, snapshot: &Snapshot, out: &mut Out) {
+        let mut busiest: Vec<(&String, f64)> = snapshot
+            .languages
+            .iter()
+            .map(|(tag, l)| (tag, l.tokens))
+            .collect();
+        busiest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        busiest.truncate(self.pair_languages);
+        for (i, &(a, _)) in busiest.iter().enumerate() {
+            for &(b, _) in &busiest[i + 1..] {
+                let (la, lb) = (&snapshot.languages[a].layers, &snapshot.languages[b].layers);
+                for ((layer, x), y) in snapshot.model.moe_layers.iter().zip(la).zip(lb) {
+                    let Some(jsd) = js_divergence_bits(&x.expert_tokens, &y.expert_tokens) else {
+                        continue;
+                    };
+                    let layer = layer.to_string();
+                    out.push(PAIR_JS_DIVERGENCE_BITS, &[&layer, a, b], jsd);
+                    out.push(PAIR_JS_DIVERGENCE_BITS, &[&layer, b, a], jsd);
+                }
             }
         }
     }

@@ -152,7 +152,32 @@ fn scrape_shows_every_published_value_with_help_and_type() {
         labels(&[("model", "toy-moe"), ("lang", "he"), ("reference", "en")]),
     )];
     assert_eq!(score, 2.0); // drop 3 − 1 = 2 bits for he, 0 for en
-                            // One round only: the detector needs three in a row to raise the flag.
+                            // Pairwise JSD: both orders, equal to the JSD against the reference for (he, en).
+    for layer in ["0", "14"] {
+        let pair = |a: &str, b: &str| {
+            e.samples[&(
+                "moe_routing_pair_js_divergence_bits".to_owned(),
+                labels(&[
+                    ("model", "toy-moe"),
+                    ("layer", layer),
+                    ("lang_a", a),
+                    ("lang_b", b),
+                ]),
+            )]
+        };
+        let vs_reference = e.samples[&(
+            "moe_routing_js_divergence_bits".to_owned(),
+            labels(&[
+                ("model", "toy-moe"),
+                ("layer", layer),
+                ("lang", "he"),
+                ("reference", "en"),
+            ]),
+        )];
+        assert_eq!(pair("he", "en"), pair("en", "he"));
+        assert_eq!(pair("he", "en"), vs_reference);
+    }
+    // One round only: the detector needs three in a row to raise the flag.
     let flag = e.samples[&(
         "moe_routing_deep_collapse".to_owned(),
         labels(&[("model", "toy-moe"), ("lang", "he"), ("reference", "en")]),
