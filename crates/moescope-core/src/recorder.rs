@@ -278,6 +278,32 @@ enum Run<'a> {
     },
 }
 
+impl<'a> Run<'a> {
+    /// What to do with a run of tokens of `lang` in a call holding `stripe`: both record loops
+    /// resolve a run here. Marks the language's block dirty for the next fold.
+    #[inline]
+    fn resolve(
+        stripe: &'a Stripe,
+        thresholds: &[AtomicU64],
+        issued: usize,
+        lang: LangId,
+    ) -> Run<'a> {
+        let li = lang.index();
+        if lang == LangId::EXCLUDED {
+            Run::Excluded
+        } else if li >= issued {
+            Run::Unknown
+        } else {
+            let block = stripe.block(li);
+            block.dirty.store(true, Ordering::Relaxed);
+            Run::Count {
+                threshold: thresholds[li].load(Ordering::Relaxed),
+                block,
+            }
+        }
+    }
+}
+
 impl<I: ExpertId> Call<'_, I> {
     #[inline(always)]
     fn drop_token(&mut self, reason: DropReason) {
@@ -588,16 +614,12 @@ impl Recorder {
                 }
                 pending = 0;
                 run_lang = lang;
-                run = (lang != LangId::EXCLUDED && lang.index() < issued).then(|| {
-                    let block = stripe.block(lang.index());
-                    block.dirty.store(true, Ordering::Relaxed);
-                    let counts = &block.counts[layer * e..(layer + 1) * e];
-                    (
-                        thresholds[lang.index()].load(Ordering::Relaxed),
-                        block,
-                        counts,
-                    )
-                });
+                run = match Run::resolve(stripe, thresholds, issued, lang) {
+                    Run::Count { threshold, block } => {
+                        Some((threshold, block, &block.counts[layer * e..(layer + 1) * e]))
+                    }
+                    Run::Excluded | Run::Unknown => None,
+                };
             }
             let Some((threshold, _, counts)) = run else {
                 if lang == LangId::EXCLUDED {
@@ -694,19 +716,7 @@ impl Recorder {
     fn start_run<'a, I: ExpertId>(&self, c: &mut Call<'a, I>, lang: LangId) {
         self.end_run(c);
         c.run_lang = lang;
-        let li = lang.index();
-        c.run = if lang == LangId::EXCLUDED {
-            Run::Excluded
-        } else if li >= c.issued {
-            Run::Unknown
-        } else {
-            let block = c.stripe.block(li);
-            block.dirty.store(true, Ordering::Relaxed);
-            Run::Count {
-                threshold: c.thresholds[li].load(Ordering::Relaxed),
-                block,
-            }
-        };
+        c.run = Run::resolve(c.stripe, c.thresholds, c.issued, lang);
     }
 
     /// Adds the current run's tokens to its layer's token count.

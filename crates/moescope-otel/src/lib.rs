@@ -106,31 +106,24 @@ impl OtelSink {
             let unit = otel_unit(descriptor.unit);
             // The returned handles need not be kept: the SDK holds the callbacks for as long
             // as the meter provider lives.
+            // Gauges and counters differ only in the builder they start from.
+            macro_rules! register {
+                ($builder:ident) => {{
+                    let builder = meter
+                        .$builder(descriptor.name)
+                        .with_description(descriptor.help)
+                        .with_callback(callback);
+                    let builder = if unit.is_empty() {
+                        builder
+                    } else {
+                        builder.with_unit(unit)
+                    };
+                    builder.build();
+                }};
+            }
             match descriptor.kind {
-                Kind::Gauge => {
-                    let builder = meter
-                        .f64_observable_gauge(descriptor.name)
-                        .with_description(descriptor.help)
-                        .with_callback(callback);
-                    let builder = if unit.is_empty() {
-                        builder
-                    } else {
-                        builder.with_unit(unit)
-                    };
-                    builder.build();
-                }
-                Kind::Counter => {
-                    let builder = meter
-                        .f64_observable_counter(descriptor.name)
-                        .with_description(descriptor.help)
-                        .with_callback(callback);
-                    let builder = if unit.is_empty() {
-                        builder
-                    } else {
-                        builder.with_unit(unit)
-                    };
-                    builder.build();
-                }
+                Kind::Gauge => register!(f64_observable_gauge),
+                Kind::Counter => register!(f64_observable_counter),
             }
         }
         Self { latest }
