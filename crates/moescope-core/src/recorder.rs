@@ -994,16 +994,26 @@ impl Recorder {
     /// The rolling window merged into one [`Snapshot`] (folding and rotating first). Languages
     /// with no tokens in the window are left out. Split halves are included.
     pub fn snapshot(&self) -> Snapshot {
-        self.read(false)
+        self.read(None)
     }
 
     /// Like [`snapshot`](Self::snapshot), with each bucket's counts in `buckets` (oldest first)
     /// for the spread of a metric across buckets. Larger: one set of counts per bucket.
     pub fn snapshot_with_buckets(&self) -> Snapshot {
-        self.read(true)
+        self.read(Some(None))
     }
 
-    fn read(&self, keep_buckets: bool) -> Snapshot {
+    /// Like [`snapshot_with_buckets`](Self::snapshot_with_buckets), with only the buckets that
+    /// began after `after_start_unix_ms` in `buckets` (the current, still open bucket is
+    /// always among them). A reader that keeps per-bucket results computes each closed bucket
+    /// once: pass the start of the newest closed bucket it has seen.
+    pub fn snapshot_with_buckets_after(&self, after_start_unix_ms: u64) -> Snapshot {
+        self.read(Some(Some(after_start_unix_ms)))
+    }
+
+    /// `buckets`: `None` for no buckets, `Some(None)` for all of them, `Some(Some(t))` for
+    /// those that began after `t` (and the current one).
+    fn read(&self, buckets: Option<Option<u64>>) -> Snapshot {
         let now = self.clock.now_unix_ms();
         let mut st = self.lock();
         self.rotate_due(&mut st, now);
@@ -1034,7 +1044,12 @@ impl Recorder {
             for (tag, counts) in &langs {
                 merge_language(snap.languages.entry(tag.clone()), counts.clone());
             }
-            if keep_buckets {
+            let keep = match buckets {
+                None => false,
+                Some(None) => true,
+                Some(Some(after)) => slot == current || window.start_unix_ms > after,
+            };
+            if keep {
                 for counts in langs.values_mut() {
                     counts.halves = None;
                 }

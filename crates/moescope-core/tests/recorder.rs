@@ -576,6 +576,14 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
         assert_eq!(pair[0].window.end_unix_ms, pair[1].window.start_unix_ms);
     }
     assert!(!s.buckets[4].languages.contains_key("en"));
+    // Only the buckets that began after the second-newest closed one: the newest closed
+    // (1 token) and the current, empty one; the merged window is unchanged.
+    let after = s.buckets[2].window.start_unix_ms;
+    let newer = rec.snapshot_with_buckets_after(after);
+    assert_eq!(newer.buckets.len(), 2);
+    assert_eq!(newer.buckets[0].window, s.buckets[3].window);
+    assert_eq!(newer.buckets[0].languages["en"].layers[0].tokens, 1.0);
+    assert_eq!(newer.languages, s.languages);
     // Idle far longer than the window: everything is gone, and nothing hangs.
     clock.advance_ms(3_600_000);
     let s = rec.snapshot();
