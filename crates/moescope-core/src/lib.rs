@@ -56,4 +56,4 @@ pub use recorder::{
 pub use sampling::{SamplingConfig, SamplingError, SamplingRate};
 pub use snapshot::*;
 pub use spec::{ModelSpec, SpecError};
-pub use window::{memory_bytes, WindowConfig};
+pub use window::WindowConfig;
