@@ -17,7 +17,7 @@
 //!
 //! // Layer 3, three tokens of a Hebrew request: each row is a token's top-2 experts.
 //! let ids: [u32; 6] = [5, 1, 5, 2, 5, 7];
-//! recorder.record(&RouterBatch::new(3, &ids, Languages::All(he)))?;
+//! recorder.record(&RouterBatch::at_depth(3, &ids, Languages::All(he)))?;
 //!
 //! let snapshot = recorder.snapshot();
 //! let layer = &snapshot.languages["he"].layers[3];

@@ -232,7 +232,7 @@ impl ModelSpec {
 
     /// Depth index (0..L) of the MoE layer with the model's own layer number `layer_number`, or
     /// `None` when that layer is not an MoE layer. O(log L).
-    pub fn moe_layer_index(&self, layer_number: u32) -> Option<usize> {
+    pub fn depth_of(&self, layer_number: u32) -> Option<usize> {
         self.moe_layers.binary_search(&layer_number).ok()
     }
 
@@ -788,16 +788,16 @@ mod tests {
     }
 
     #[test]
-    fn moe_layer_index_maps_layer_numbers_to_depth() {
+    fn depth_of_maps_layer_numbers_to_depth() {
         let d = ModelSpec::preset("deepseek-v3").unwrap();
-        assert_eq!(d.moe_layer_index(0), None);
-        assert_eq!(d.moe_layer_index(2), None);
-        assert_eq!(d.moe_layer_index(3), Some(0));
-        assert_eq!(d.moe_layer_index(60), Some(57));
-        assert_eq!(d.moe_layer_index(61), None);
+        assert_eq!(d.depth_of(0), None);
+        assert_eq!(d.depth_of(2), None);
+        assert_eq!(d.depth_of(3), Some(0));
+        assert_eq!(d.depth_of(60), Some(57));
+        assert_eq!(d.depth_of(61), None);
         let s = ModelSpec::new("m", 4, 1, vec![1, 3, 5]).unwrap();
-        assert_eq!(s.moe_layer_index(3), Some(1));
-        assert_eq!(s.moe_layer_index(4), None);
+        assert_eq!(s.depth_of(3), Some(1));
+        assert_eq!(s.depth_of(4), None);
     }
 
     #[test]

@@ -87,7 +87,11 @@ fn concurrent_writers_and_reader_count_exactly() {
                             ids.extend(ids_for(w, l, t + step, e, k));
                         }
                         let got = rec
-                            .record(&RouterBatch::new(l, &ids, Languages::PerToken(&lang_of)))
+                            .record(&RouterBatch::at_depth(
+                                l,
+                                &ids,
+                                Languages::PerToken(&lang_of),
+                            ))
                             .unwrap();
                         assert_eq!(got.recorded as usize, tokens);
                     }
@@ -157,7 +161,7 @@ fn assert_only_drop(rec: &Recorder, reason: DropReason, n: u64) {
 /// Records one valid batch so that each drop test can check nothing recorded is lost.
 fn baseline(rec: &Recorder, lang: LangId) {
     let ids: [u32; 4] = [1, 2, 3, 4];
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(lang)))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
         .unwrap();
 }
 
@@ -176,7 +180,7 @@ fn drop_shape_mismatch() {
     baseline(&rec, en);
     let ids: [u32; 5] = [0; 5]; // not a multiple of k = 2
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap_err();
     assert_eq!(
         err,
@@ -190,7 +194,7 @@ fn drop_shape_mismatch() {
     let ids: [u32; 4] = [0; 4];
     let langs = [en; 3];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::PerToken(&langs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::PerToken(&langs)))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -202,7 +206,7 @@ fn drop_shape_mismatch() {
     ));
     let logits = [0f32; 15];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).logits(&logits))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).logits(&logits))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -214,7 +218,7 @@ fn drop_shape_mismatch() {
     ));
     let w = [0.5f32; 3];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).topk_weights(&w))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).topk_weights(&w))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -225,7 +229,7 @@ fn drop_shape_mismatch() {
     ));
     let seqs = [1u64];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).sequence_ids(&seqs))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).sequence_ids(&seqs))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -240,7 +244,7 @@ fn drop_shape_mismatch() {
         sequence_id: None,
     }];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::Segments(&segs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::Segments(&segs)))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -261,12 +265,12 @@ fn drop_layer_out_of_range() {
     baseline(&rec, en);
     let ids: [u32; 6] = [0; 6];
     let err = rec
-        .record(&RouterBatch::new(4, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(4, &ids, Languages::All(en)))
         .unwrap_err();
     assert_eq!(
         err,
         RecordError::LayerOutOfRange {
-            layer: 4,
+            depth: 4,
             layers: 4
         }
     );
@@ -282,7 +286,7 @@ fn drop_expert_out_of_range_for_each_id_type() {
     // u32: 8 is out of range for E = 8; the second token is fine.
     let ids: [u32; 4] = [8, 1, 2, 3];
     let got = rec
-        .record(&RouterBatch::new(1, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     assert_eq!(
         got,
@@ -295,11 +299,11 @@ fn drop_expert_out_of_range_for_each_id_type() {
     // i64, as PyTorch's topk returns: negative ids are out of range.
     let ids: [i64; 4] = [-1, 1, 7, 0];
     let got = rec
-        .record(&RouterBatch::new(1, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     assert_eq!(got.recorded, 1);
     let ids: [i32; 4] = [2, i32::MAX, 6, 5];
-    rec.record(&RouterBatch::new(1, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     assert_only_drop(&rec, DropReason::ExpertOutOfRange, 3);
     let s = rec.snapshot();
@@ -321,12 +325,12 @@ fn drop_non_finite_values() {
     logits[3] = f32::NAN; // token 0
     logits[8 + 1] = f32::INFINITY; // token 1
     let got = rec
-        .record(&RouterBatch::new(2, &ids, Languages::All(en)).logits(&logits))
+        .record(&RouterBatch::at_depth(2, &ids, Languages::All(en)).logits(&logits))
         .unwrap();
     assert_eq!(got.recorded, 1);
     let w = [0.5, 0.5, f32::NEG_INFINITY, 0.1, 0.7, 0.3];
     let got = rec
-        .record(&RouterBatch::new(3, &ids, Languages::All(en)).topk_weights(&w))
+        .record(&RouterBatch::at_depth(3, &ids, Languages::All(en)).topk_weights(&w))
         .unwrap();
     assert_eq!(got.recorded, 2);
     assert_only_drop(&rec, DropReason::NonFinite, 3);
@@ -353,12 +357,12 @@ fn drop_invalid_probability() {
         *p = 0.0; // token 1: a row that sums to zero
     }
     let got = rec
-        .record(&RouterBatch::new(1, &ids, Languages::All(en)).probabilities(&probs))
+        .record(&RouterBatch::at_depth(1, &ids, Languages::All(en)).probabilities(&probs))
         .unwrap();
     assert_eq!(got.recorded, 1);
     let w = [0.5, -0.5, 1.0, 0.0, 0.5, 0.5];
     let got = rec
-        .record(&RouterBatch::new(2, &ids, Languages::All(en)).topk_weights(&w))
+        .record(&RouterBatch::at_depth(2, &ids, Languages::All(en)).topk_weights(&w))
         .unwrap();
     assert_eq!(got.recorded, 2);
     assert_only_drop(&rec, DropReason::InvalidProbability, 3);
@@ -377,7 +381,7 @@ fn drop_unknown_language() {
     // An id the registry never issued (slot 10 of 34), and one past every slot.
     let langs = [LangId::from_index(10), en, LangId::from_index(5000)];
     let got = rec
-        .record(&RouterBatch::new(0, &ids, Languages::PerToken(&langs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::PerToken(&langs)))
         .unwrap();
     assert_eq!(
         got,
@@ -401,7 +405,7 @@ fn drop_batch_too_large() {
     let en = rec.language("en");
     let ids = vec![0u32; moescope_core::MAX_BATCH_TOKENS + 1];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap_err();
     assert!(matches!(err, RecordError::BatchTooLarge { tokens } if tokens == ids.len()));
     assert_only_drop(&rec, DropReason::BatchTooLarge, ids.len() as u64);
@@ -426,7 +430,7 @@ fn excluded_tokens_are_not_counted() {
         },
     ];
     let got = rec
-        .record(&RouterBatch::new(0, &ids, Languages::Segments(&segs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::Segments(&segs)))
         .unwrap();
     assert_eq!(
         got,
@@ -451,7 +455,7 @@ fn logits_become_softmax_sums_and_selection_entropy() {
     let mut logits = [0f32; 16];
     logits[0] = 2.0_f32.ln(); // token 0: p ∝ (2, 1, 1, ..., 1) → p0 = 2/9
     logits[8] = 100.0; // token 1: essentially one-hot on expert 0
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(ja)).logits(&logits))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(ja)).logits(&logits))
         .unwrap();
     let s = rec.snapshot();
     let l = &s.languages["ja"].layers[0];
@@ -473,7 +477,7 @@ fn sequences_stay_in_one_half_across_layers() {
     let ids: Vec<u32> = (0..2 * 200).map(|i| (i % 8) as u32).collect();
     let seqs: Vec<u64> = (0..200).map(|t| t / 4).collect(); // 50 sequences of 4 tokens
     for l in 0..4 {
-        rec.record(&RouterBatch::new(l, &ids, Languages::All(he)).sequence_ids(&seqs))
+        rec.record(&RouterBatch::at_depth(l, &ids, Languages::All(he)).sequence_ids(&seqs))
             .unwrap();
     }
     let s = rec.snapshot();
@@ -504,10 +508,10 @@ fn fixed_rate_sampling_is_weighted_and_unbiased() {
     let ids: Vec<u32> = (0..2 * n).map(|i| (i % 8) as u32).collect();
     let seqs: Vec<u64> = (0..n as u64).collect();
     let got_en = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).sequence_ids(&seqs))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).sequence_ids(&seqs))
         .unwrap();
     let got_he = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(he)).sequence_ids(&seqs))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(he)).sequence_ids(&seqs))
         .unwrap();
     assert_eq!(got_he.recorded as usize, n);
     assert_eq!((got_en.recorded + got_en.sampled_out) as usize, n);
@@ -544,7 +548,7 @@ fn target_rate_thins_busy_languages_at_rotation() {
     let step = |n: usize, lang: LangId, first_seq: u64| {
         let ids: Vec<u32> = (0..2 * n).map(|i| (i % 8) as u32).collect();
         let seqs: Vec<u64> = (first_seq..first_seq + n as u64).collect();
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(lang)).sequence_ids(&seqs))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)).sequence_ids(&seqs))
             .unwrap()
     };
     clock.set_unix_ms(T0 - T0 % 1000); // align: the first bucket is a full second
@@ -571,7 +575,7 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
     clock.set_unix_ms(T0 - T0 % 1000);
     let ids: [u32; 2] = [1, 2];
     for _ in 0..7 {
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
             .unwrap();
         clock.advance_ms(1_000);
         rec.upkeep(); // rotation happens on upkeep, as an exporter's thread would call it
@@ -600,7 +604,7 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
     let s = rec.snapshot();
     assert!(s.languages.is_empty());
     // What was recorded since the last upkeep lands in the last bucket closed, in the window.
-    rec.record(&RouterBatch::new(1, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     clock.advance_ms(3_000);
     let s = rec.snapshot();
@@ -609,7 +613,7 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
     let s = rec.snapshot();
     assert!(s.languages.is_empty());
     // The snapshot is valid interchange JSON.
-    rec.record(&RouterBatch::new(3, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(3, &ids, Languages::All(en)))
         .unwrap();
     rec.record_text(en, 120, 20);
     let s = rec.snapshot_with_buckets();
@@ -635,7 +639,7 @@ fn untrusted_tags_cannot_grow_the_recorder() {
             .map(|i| (b'a' + ((x >> (8 * i)) % 26) as u8) as char)
             .collect();
         let lang = rec.language(&tag);
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(lang)))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
             .unwrap();
     }
     let s = rec.snapshot();
@@ -665,7 +669,7 @@ fn qwen3_with_16_languages_allocates_under_64_mib() {
     let probs = vec![1.0f32 / 128.0; 128];
     for tag in tags.iter().chain(&["und", "other"]) {
         let lang = rec.language(tag);
-        rec.record(&RouterBatch::new(47, &ids, Languages::All(lang)).probabilities(&probs))
+        rec.record(&RouterBatch::at_depth(47, &ids, Languages::All(lang)).probabilities(&probs))
             .unwrap();
     }
     rec.upkeep(); // folds the staged counts into the window, which allocates its share
@@ -692,7 +696,7 @@ fn upkeep_thread_rotates_buckets_until_dropped() {
     let upkeep = rec
         .spawn_upkeep(std::time::Duration::from_millis(5))
         .unwrap();
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap();
     rec.upkeep(); // folded into the bucket of T0 (the thread may have done it already)
     assert_eq!(rec.current_bucket_start_unix_ms(), T0);
@@ -705,7 +709,7 @@ fn upkeep_thread_rotates_buckets_until_dropped() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    rec.record(&RouterBatch::new(1, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     drop(upkeep);
     let s = rec.snapshot();
@@ -736,7 +740,9 @@ fn drop_writer_contention() {
         s.spawn(|| {
             while !saw_drop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
                 let got = rec
-                    .record(&RouterBatch::new(0, &big_ids, Languages::All(en)).logits(&big_logits))
+                    .record(
+                        &RouterBatch::at_depth(0, &big_ids, Languages::All(en)).logits(&big_logits),
+                    )
                     .unwrap();
                 assert_eq!(got.recorded + got.dropped, 200_000);
                 big_batches += 1;
@@ -745,7 +751,7 @@ fn drop_writer_contention() {
         });
         while !finished.load(Ordering::SeqCst) {
             let got = rec
-                .record(&RouterBatch::new(1, &small, Languages::All(en)))
+                .record(&RouterBatch::at_depth(1, &small, Languages::All(en)))
                 .unwrap();
             small_recorded += u64::from(got.recorded);
             small_dropped += u64::from(got.dropped);
@@ -774,10 +780,10 @@ fn totals_outlive_the_window_and_record_times_are_sampled() {
     let (en, he) = (rec.language("en"), rec.language("he"));
     let ids: [u32; 4] = [1, 2, 1, 3];
     for _ in 0..128 {
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
             .unwrap();
     }
-    rec.record(&RouterBatch::new(2, &ids, Languages::All(he)))
+    rec.record(&RouterBatch::at_depth(2, &ids, Languages::All(he)))
         .unwrap();
     rec.upkeep(); // folded into the bucket of T0
                   // Far past the window: the snapshot forgets, the totals do not.
@@ -827,7 +833,7 @@ fn both_record_paths_count_the_same() {
         let with_seq = std::ptr::eq(rec, &general);
         let s = segs(with_seq.then_some(9));
         let got = rec
-            .record(&RouterBatch::new(1, &ids, Languages::Segments(&s)))
+            .record(&RouterBatch::at_depth(1, &ids, Languages::Segments(&s)))
             .unwrap();
         assert_eq!(
             got,
@@ -838,7 +844,7 @@ fn both_record_paths_count_the_same() {
             }
         );
         let got = rec
-            .record(&RouterBatch::new(2, &ids_bad, Languages::Segments(&s)))
+            .record(&RouterBatch::at_depth(2, &ids_bad, Languages::Segments(&s)))
             .unwrap();
         assert_eq!(
             got,
@@ -912,7 +918,7 @@ fn window_sums_equal_the_sum_of_their_buckets_through_rotations() {
             let lang = if next() % 3 == 0 { he } else { en };
             let seqs: Vec<u64> = (0..tokens as u64).map(|t| step * 100 + t).collect();
             rec.record(
-                &RouterBatch::new(depth, &ids, Languages::All(lang))
+                &RouterBatch::at_depth(depth, &ids, Languages::All(lang))
                     .logits(&logits)
                     .topk_weights(&weights)
                     .sequence_ids(&seqs),

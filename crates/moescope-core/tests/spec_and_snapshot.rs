@@ -87,8 +87,8 @@ fn deepseek_v3_config_skips_the_first_three_dense_layers() {
     );
     assert_eq!(spec.moe_layers, (3..61).collect::<Vec<u32>>());
     assert_eq!(spec.num_moe_layers(), 58);
-    assert_eq!(spec.moe_layer_index(3), Some(0));
-    assert_eq!(spec.moe_layer_index(2), None);
+    assert_eq!(spec.depth_of(3), Some(0));
+    assert_eq!(spec.depth_of(2), None);
     let preset = ModelSpec::preset("deepseek-v3").unwrap();
     assert_eq!(
         ModelSpec {

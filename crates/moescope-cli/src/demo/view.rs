@@ -82,14 +82,18 @@ mod tests {
         // en: 4 tokens over 4 experts in both layers (2 bits); he: 2 tokens on expert 0.
         for depth in 0..2 {
             recorder
-                .record(&RouterBatch::new(
+                .record(&RouterBatch::at_depth(
                     depth,
                     &[0u32, 1, 2, 3],
                     Languages::All(en),
                 ))
                 .unwrap();
             recorder
-                .record(&RouterBatch::new(depth, &[0u32, 0], Languages::All(he)))
+                .record(&RouterBatch::at_depth(
+                    depth,
+                    &[0u32, 0],
+                    Languages::All(he),
+                ))
                 .unwrap();
         }
         recorder.record_text(he, 4, 1);

@@ -115,7 +115,7 @@ impl Recorder {
     ///
     /// # Errors
     /// [`RecordError`] when the batch cannot be read at all (lengths that do not match, a
-    /// layer index out of range, too many tokens); its tokens are counted as drops under
+    /// MoE layer depth out of range, too many tokens); its tokens are counted as drops under
     /// [`RecordError::reason`], and nothing already recorded is affected.
     pub fn record<I: ExpertId>(&self, batch: &RouterBatch<'_, I>) -> Result<Recorded, RecordError> {
         let timed = TIMING_COUNTDOWN
@@ -184,35 +184,35 @@ impl Recorder {
                         8 => self.count_ids_only(
                             stripe,
                             thresholds,
-                            batch.layer,
+                            batch.depth,
                             ids.as_chunks::<8>().0.iter(),
                             $lang_at,
                         ),
                         6 => self.count_ids_only(
                             stripe,
                             thresholds,
-                            batch.layer,
+                            batch.depth,
                             ids.as_chunks::<6>().0.iter(),
                             $lang_at,
                         ),
                         4 => self.count_ids_only(
                             stripe,
                             thresholds,
-                            batch.layer,
+                            batch.depth,
                             ids.as_chunks::<4>().0.iter(),
                             $lang_at,
                         ),
                         2 => self.count_ids_only(
                             stripe,
                             thresholds,
-                            batch.layer,
+                            batch.depth,
                             ids.as_chunks::<2>().0.iter(),
                             $lang_at,
                         ),
                         k => self.count_ids_only(
                             stripe,
                             thresholds,
-                            batch.layer,
+                            batch.depth,
                             ids.chunks_exact(k),
                             $lang_at,
                         ),
@@ -386,9 +386,9 @@ impl Recorder {
         if t > MAX_BATCH_TOKENS {
             return Err(RecordError::BatchTooLarge { tokens: t });
         }
-        if b.layer >= self.layers {
+        if b.depth >= self.layers {
             return Err(RecordError::LayerOutOfRange {
-                layer: b.layer,
+                depth: b.depth,
                 layers: self.layers,
             });
         }
@@ -439,7 +439,7 @@ impl Recorder {
     fn end_run<I: ExpertId>(&self, c: &mut Call<'_, I>) {
         if let Run::Count { block, .. } = c.run {
             if c.pending_tokens != 0 {
-                bump(&block.layer_tokens[c.batch.layer], c.pending_tokens);
+                bump(&block.layer_tokens[c.batch.depth], c.pending_tokens);
             }
         }
         c.pending_tokens = 0;
@@ -499,7 +499,7 @@ impl Recorder {
         }
         // Count the token: plain increments into the claimed stripe. The ids are checked as
         // they are counted (one pass); a row with a bad id is taken back out, which is rare.
-        let layer = c.batch.layer;
+        let layer = c.batch.depth;
         let inc = PackedHalves::one(h);
         let counts = &block.counts[layer * e..(layer + 1) * e];
         if count_row(counts, ids, inc) {
