@@ -15,6 +15,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `println!` that ignores a closed stdout (a demo piped into `head`, or a test that read the
+/// banner and went away) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use moescope_core::{ModelSpec, Recorder, WindowConfig};
 use moescope_export::{PublisherConfig, DEFAULT_LISTEN};
 

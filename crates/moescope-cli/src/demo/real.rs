@@ -119,14 +119,14 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
         })?);
     }
 
-    println!(
+    say!(
         "moescope demo: {} ({} MoE layers, {} experts, top-{}) on tract; metrics at http://{addr}/metrics",
         spec.name,
         spec.num_moe_layers(),
         spec.num_experts,
         spec.top_k
     );
-    println!(
+    say!(
         "send text: curl -d 'שלום עולם' 'http://{addr}/v1/route?lang=he' (no lang: detected); {}",
         if args.no_load {
             "load generator off".to_owned()

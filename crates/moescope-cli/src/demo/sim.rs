@@ -49,11 +49,11 @@ pub fn run(common: &CommonArgs, args: &SimArgs) -> Result<(), String> {
     let export = serve_prometheus(recorder.clone(), &common.listen, common.publisher_config())
         .map_err(|e| e.to_string())?;
     let addr = export.endpoint.local_addr();
-    println!(
+    say!(
         "moescope demo: simulating {} ({} MoE layers, {} experts, top-{}); metrics at http://{addr}/metrics",
         spec.name, layers, spec.num_experts, spec.top_k
     );
-    println!(
+    say!(
         "{} collapses in its last {} MoE layers onto {} experts at {}s{}",
         args.collapse_lang,
         collapse.deep_layers,
@@ -83,7 +83,7 @@ pub fn run(common: &CommonArgs, args: &SimArgs) -> Result<(), String> {
             sim.set_collapse(&args.collapse_lang, want.then_some(collapse))
                 .map_err(|e| e.to_string())?;
             collapsed = want;
-            println!(
+            say!(
                 "[{t:>6.1}s] {} deep-layer collapse {}",
                 args.collapse_lang,
                 if want { "ON" } else { "OFF (recovered)" }
