@@ -510,7 +510,9 @@ fn rejects_a_layer_count_mismatch() {
 
 #[test]
 fn rejects_bad_language_keys() {
-    for key in ["he il", "", "x".repeat(36).as_str(), "fr_FR", "日本"] {
+    // One rule for live tags and snapshot keys: a tag the registry accepts, in the normalized
+    // form the recorder writes.
+    for key in ["he il", "", "x".repeat(36).as_str(), "fr_FR", "日本", "EN", "abcdefghi"] {
         let (err, msg) = rejection(|v| {
             let he = v["languages"]["he"].take();
             v["languages"] = serde_json::json!({ key: he });
@@ -518,7 +520,13 @@ fn rejects_bad_language_keys() {
         assert_eq!(err.field(), Some("languages"), "{msg}");
         assert!(msg.contains(&format!("{key:?}")), "{msg}");
     }
-    let longest = "x".repeat(35);
+    let (_, msg) = rejection(|v| {
+        let he = v["languages"]["he"].take();
+        v["languages"] = serde_json::json!({ "zh_hant_tw": he });
+    });
+    assert!(msg.contains("write \"zh-Hant-TW\""), "{msg}");
+    let longest = "en-abcdefgh-abcdefgh-abcdefgh-abcde";
+    assert_eq!(longest.len(), 35);
     let mut v: serde_json::Value = serde_json::from_str(DESIGN_SHAPED).unwrap();
     let he = v["languages"]["he"].take();
     v["languages"] =
