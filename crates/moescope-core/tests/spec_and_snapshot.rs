@@ -512,7 +512,15 @@ fn rejects_a_layer_count_mismatch() {
 fn rejects_bad_language_keys() {
     // One rule for live tags and snapshot keys: a tag the registry accepts, in the normalized
     // form the recorder writes.
-    for key in ["he il", "", "x".repeat(36).as_str(), "fr_FR", "日本", "EN", "abcdefghi"] {
+    for key in [
+        "he il",
+        "",
+        "x".repeat(36).as_str(),
+        "fr_FR",
+        "日本",
+        "EN",
+        "abcdefghi",
+    ] {
         let (err, msg) = rejection(|v| {
             let he = v["languages"]["he"].take();
             v["languages"] = serde_json::json!({ key: he });
