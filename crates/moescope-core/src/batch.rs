@@ -157,8 +157,10 @@ pub struct Recorded {
 }
 
 /// Why input was dropped. Each reason has a counter ([`crate::Recorder::dropped`]) and a
-/// label value for `moe_routing_dropped_total{reason}`.
+/// label value for `moe_routing_dropped_total{reason}`. New reasons may be added: iterate
+/// [`DropReason::ALL`] rather than matching exhaustively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum DropReason {
     /// A length did not match (ids not a multiple of k, languages, weights, scores or
     /// sequence ids of the wrong length): the whole batch is dropped.
@@ -185,7 +187,7 @@ pub const MAX_BATCH_TOKENS: usize = 1 << 24;
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: &'static [DropReason] = &[
         DropReason::ShapeMismatch,
         DropReason::LayerOutOfRange,
         DropReason::ExpertOutOfRange,
@@ -210,6 +212,9 @@ impl DropReason {
         }
     }
 
+    /// How many reasons there are (the length of [`DropReason::ALL`]).
+    pub(crate) const COUNT: usize = DropReason::ALL.len();
+
     pub(crate) const fn index(self) -> usize {
         self as usize
     }
@@ -218,6 +223,7 @@ impl DropReason {
 /// A batch the recorder could not take at all (its tokens are also counted as drops).
 /// Per-token problems are not errors: they are counted and reported in [`Recorded`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// A field's length does not match the batch's shape.
     #[error("router batch: {field} has {found} values, expected {expected}")]

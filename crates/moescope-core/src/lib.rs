@@ -51,7 +51,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use lang::{LangId, LanguageRegistry, Tag, TagError, DEFAULT_MAX_LANGUAGES, MAX_TAG_LEN};
 pub use recorder::{
     ConfigError, LanguageTotals, RecordTimes, Recorder, RecorderBuilder, UpkeepThread,
-    MAX_WRITER_STRIPES, RECORD_TIME_SAMPLE_EVERY,
+    MAX_WRITER_STRIPES, RECORD_TIME_BUCKETS_SECONDS, RECORD_TIME_SAMPLE_EVERY,
 };
 pub use sampling::{SamplingConfig, SamplingError, SamplingRate};
 pub use snapshot::*;

@@ -67,12 +67,16 @@ impl WindowConfig {
         self.buckets + 1
     }
 
-    pub(crate) fn validate(&self) -> Result<(), &'static str> {
+    /// `Err((field, reason))` for a window no recorder can keep.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.bucket_ms == 0 {
-            return Err("window.bucket_ms must be at least 1");
+            return Err(("bucket_ms", "must be at least 1, got 0".into()));
         }
         if !(1..=100_000).contains(&self.buckets) {
-            return Err("window.buckets must be between 1 and 100000");
+            return Err((
+                "buckets",
+                format!("must be between 1 and 100000, got {}", self.buckets),
+            ));
         }
         Ok(())
     }

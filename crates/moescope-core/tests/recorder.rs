@@ -152,7 +152,7 @@ fn concurrent_writers_and_reader_count_exactly() {
 }
 
 fn assert_only_drop(rec: &Recorder, reason: DropReason, n: u64) {
-    for r in DropReason::ALL {
+    for &r in DropReason::ALL {
         let want = if r == reason { n } else { 0 };
         assert_eq!(rec.dropped(r), want, "{}", r.as_str());
     }
@@ -798,6 +798,19 @@ fn totals_outlive_the_window_and_record_times_are_sampled() {
     let times = rec.take_record_times();
     assert!((2..=3).contains(&times.samples), "{times:?}");
     assert!(times.p50_seconds > 0.0 && times.p50_seconds <= times.max_seconds);
+    // Histogram view: cumulative buckets that never decrease and never exceed the samples,
+    // and a sum between samples × the shortest and samples × the longest call.
+    assert_eq!(
+        times.buckets.len(),
+        moescope_core::RECORD_TIME_BUCKETS_SECONDS.len()
+    );
+    assert!(times
+        .buckets
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert!(times.buckets.iter().all(|&(_, n)| n <= times.samples));
+    assert!(times.sum_seconds > 0.0);
+    assert!(times.sum_seconds <= times.samples as f64 * times.max_seconds * 1.01);
     assert_eq!(rec.take_record_times().samples, 0, "taking resets");
 }
 
@@ -992,4 +1005,49 @@ fn window_sums_equal_the_sum_of_their_buckets_through_rotations() {
     // Idle past the window: the sums are exactly empty, not rounding residue.
     clock.advance_ms(10_000);
     assert!(rec.snapshot().languages.is_empty());
+}
+
+#[test]
+fn config_errors_name_their_field() {
+    let spec = ModelSpec::new("t", 8, 2, vec![0, 1]).unwrap();
+    let cases: [(moescope_core::RecorderBuilder, &str, &str); 4] = [
+        (
+            Recorder::builder(spec.clone()).window(WindowConfig {
+                bucket_ms: 0,
+                buckets: 3,
+            }),
+            "window.bucket_ms",
+            "got 0",
+        ),
+        (
+            Recorder::builder(spec.clone()).window(WindowConfig {
+                bucket_ms: 10,
+                buckets: 0,
+            }),
+            "window.buckets",
+            "got 0",
+        ),
+        (
+            Recorder::builder(spec.clone()).max_languages(5000),
+            "max_languages",
+            "got 5000",
+        ),
+        (
+            Recorder::builder(spec.clone()).writer_stripes(0),
+            "writer_stripes",
+            "got 0",
+        ),
+    ];
+    for (builder, field, reason) in cases {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.field(), field);
+        assert!(err.reason().contains(reason), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with(&format!("invalid recorder configuration: {field}: ")));
+    }
+    let mut bad = spec;
+    bad.top_k = 9;
+    let err = Recorder::new(bad).unwrap_err();
+    assert_eq!(err.field(), "spec.top_k");
 }

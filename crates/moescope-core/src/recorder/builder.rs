@@ -108,22 +108,33 @@ impl RecorderBuilder {
     /// # Errors
     /// [`ConfigError`] naming the invalid field of the spec or the window.
     pub fn build(self) -> Result<Recorder, ConfigError> {
-        self.spec
+        self.spec.validate().map_err(|e| match e {
+            crate::spec::SpecError::Invalid { field, reason } => {
+                ConfigError::new(format!("spec.{field}"), reason)
+            }
+            other => ConfigError::new("spec", other.to_string()),
+        })?;
+        self.window
             .validate()
-            .map_err(|e| ConfigError(format!("model spec: {e}")))?;
-        self.window.validate().map_err(|e| ConfigError(e.into()))?;
+            .map_err(|(field, reason)| ConfigError::new(format!("window.{field}"), reason))?;
         if !(1..=crate::lang::MAX_LANGUAGES_LIMIT).contains(&self.max_languages) {
-            return Err(ConfigError(format!(
-                "max_languages must be between 1 and {}, got {}",
-                crate::lang::MAX_LANGUAGES_LIMIT,
-                self.max_languages
-            )));
+            return Err(ConfigError::new(
+                "max_languages",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    crate::lang::MAX_LANGUAGES_LIMIT,
+                    self.max_languages
+                ),
+            ));
         }
         if !(1..=MAX_WRITER_STRIPES).contains(&self.stripes) {
-            return Err(ConfigError(format!(
-                "writer_stripes must be between 1 and {MAX_WRITER_STRIPES}, got {}",
-                self.stripes
-            )));
+            return Err(ConfigError::new(
+                "writer_stripes",
+                format!(
+                    "must be between 1 and {MAX_WRITER_STRIPES}, got {}",
+                    self.stripes
+                ),
+            ));
         }
         let registry = LanguageRegistry::new(self.max_languages);
         let lang_slots = registry.slot_count();
@@ -155,7 +166,7 @@ impl RecorderBuilder {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             record_times: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 2)
-                    .map_err(|e| ConfigError(format!("record-time histogram: {e}")))?,
+                    .map_err(|e| ConfigError::new("record_times", e.to_string()))?,
             ),
         })
     }
@@ -184,10 +195,32 @@ impl Recorder {
     }
 }
 
-/// An invalid recorder configuration; the message names the field.
+/// An invalid recorder configuration: which field, and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid recorder configuration: {0}")]
-pub struct ConfigError(String);
+#[error("invalid recorder configuration: {field}: {reason}")]
+pub struct ConfigError {
+    field: String,
+    reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The field, e.g. `window.bucket_ms`, `max_languages`, `spec.top_k`.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What is wrong with it, with the offending value.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
 
 fn default_stripes() -> usize {
     let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());

@@ -66,18 +66,29 @@ pub struct Recorder {
     sampling: SamplingConfig,
     clock: Arc<dyn Clock>,
     salt: u64,
-    drops: [AtomicU64; DropReason::ALL.len()],
+    drops: [AtomicU64; DropReason::COUNT],
     /// Sampled durations of `record` calls, in ns. Writers only `try_lock` it (a busy
     /// histogram skips the sample); the reader drains it.
     record_times: Mutex<hdrhistogram::Histogram<u64>>,
     reader: Mutex<ReaderState>,
 }
 
+/// Upper bounds (seconds) of the cumulative buckets of [`RecordTimes::buckets`]: 100 ns to
+/// 10 ms, for a Prometheus histogram of the record call's duration.
+pub const RECORD_TIME_BUCKETS_SECONDS: [f64; 12] = [
+    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2,
+];
+
 /// Sampled durations of `record` calls since the last [`Recorder::take_record_times`].
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RecordTimes {
     /// Calls timed (one in [`RECORD_TIME_SAMPLE_EVERY`] per thread).
     pub samples: u64,
+    /// Sum of the timed durations, in seconds.
+    pub sum_seconds: f64,
+    /// Timed calls that took at most each bound of [`RECORD_TIME_BUCKETS_SECONDS`]
+    /// (cumulative, as a Prometheus histogram's `le` buckets; `samples` is the `+Inf` one).
+    pub buckets: Vec<(f64, u64)>,
     /// Median, in seconds.
     pub p50_seconds: f64,
     /// 90th percentile, in seconds.

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use super::{LanguageTotals, ReaderState, RecordTimes, Recorder};
+use super::{LanguageTotals, ReaderState, RecordTimes, Recorder, RECORD_TIME_BUCKETS_SECONDS};
 use crate::sampling::threshold_for_rate;
 use crate::snapshot::{BucketCounts, LanguageCounts, Snapshot, WindowRange};
 
@@ -34,6 +34,11 @@ impl Recorder {
         let secs = |ns: u64| ns as f64 / 1e9;
         let times = RecordTimes {
             samples: h.len(),
+            sum_seconds: h.mean() * h.len() as f64 / 1e9,
+            buckets: RECORD_TIME_BUCKETS_SECONDS
+                .iter()
+                .map(|&le| (le, h.count_between(0, (le * 1e9) as u64)))
+                .collect(),
             p50_seconds: secs(h.value_at_quantile(0.5)),
             p90_seconds: secs(h.value_at_quantile(0.9)),
             p99_seconds: secs(h.value_at_quantile(0.99)),

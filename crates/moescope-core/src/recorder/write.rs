@@ -40,7 +40,7 @@ struct Call<'a, I: ExpertId> {
     /// Tokens of the current run not yet added to its layer count (halves packed).
     pending_tokens: u64,
     out: Recorded,
-    drops: [u32; DropReason::ALL.len()],
+    drops: [u32; DropReason::COUNT],
 }
 
 /// What a run of tokens of one language does.
@@ -246,7 +246,7 @@ impl Recorder {
             run: Run::Excluded,
             pending_tokens: 0,
             out: Recorded::default(),
-            drops: [0; DropReason::ALL.len()],
+            drops: [0; DropReason::COUNT],
         };
         match batch.languages {
             Languages::All(lang) => match batch.sequence_ids {
@@ -291,7 +291,7 @@ impl Recorder {
         Ok(out)
     }
 
-    fn add_drops(&self, drops: &[u32; DropReason::ALL.len()]) {
+    fn add_drops(&self, drops: &[u32; DropReason::COUNT]) {
         for (reason, &n) in DropReason::ALL.iter().zip(drops) {
             if n > 0 {
                 self.count_drop(*reason, u64::from(n));
@@ -309,7 +309,7 @@ impl Recorder {
         layer: usize,
         rows: impl Iterator<Item = R>,
         mut lang_at: impl FnMut(usize) -> LangId,
-    ) -> (Recorded, [u32; DropReason::ALL.len()])
+    ) -> (Recorded, [u32; DropReason::COUNT])
     where
         R: Copy + IntoIterator<Item = &'b I>,
     {
@@ -317,7 +317,7 @@ impl Recorder {
         let issued = self.registry.issued();
         let alternate = stripe.next_random();
         let mut out = Recorded::default();
-        let mut drops = [0u32; DropReason::ALL.len()];
+        let mut drops = [0u32; DropReason::COUNT];
         let mut run_lang = LangId::EXCLUDED;
         // The current run's threshold, block and `counts[layer]`; None: excluded or unknown.
         let mut run: Option<(u64, &StageBlock, &[AtomicU64])> = None;
