@@ -32,11 +32,13 @@
 //! [`snapshot`] (the interchange format), [`clock`].
 #![warn(missing_docs)]
 
+pub mod background;
 pub mod batch;
 pub mod clock;
 pub mod lang;
 mod lazy;
 pub mod recorder;
+pub mod rng;
 pub mod sampling;
 pub mod snapshot;
 pub mod spec;
