@@ -321,25 +321,26 @@ fn on_accept(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 /// returns everything the server wrote back (at most 1 MiB). Same router, limits and code
 /// path as a listening server, without a socket: for tests and fuzzing.
 ///
+/// Runs on a current-thread runtime kept per calling thread (so repeated calls are cheap);
+/// do not call it from inside an async runtime.
+///
 /// # Errors
 /// [`HttpError::InvalidLimit`] and the router's errors as [`HttpServer::start`];
 /// [`HttpError::Thread`] when the runtime cannot be created.
 pub fn serve_bytes(router: &Router, limits: &Limits, input: &[u8]) -> Result<Vec<u8>, HttpError> {
+    thread_local! {
+        static RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> =
+            const { std::cell::OnceCell::new() };
+    }
     limits.validate()?;
     router.validate()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .max_blocking_threads(limits.max_slow_in_flight)
-        .build()
-        .map_err(HttpError::Thread)?;
     let shared = Arc::new(Shared::new(
         router.clone(),
         limits.clone(),
         Arc::new(Counters::default()),
         None,
     ));
-    let out = runtime.block_on(async {
+    let serve = async {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let st = shared.register();
         let driver = tokio::spawn(drive(server, None, Arc::clone(&shared), st, true));
@@ -356,7 +357,19 @@ pub fn serve_bytes(router: &Router, limits: &Limits, input: &[u8]) -> Result<Vec
         let ((), out) = tokio::join!(write, read);
         let _ = driver.await;
         out
-    });
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    Ok(out)
+    };
+    RUNTIME.with(|cell| {
+        if cell.get().is_none() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+                .map_err(HttpError::Thread)?;
+            let _ = cell.set(runtime);
+        }
+        match cell.get() {
+            Some(runtime) => Ok(runtime.block_on(serve)),
+            None => Err(HttpError::Thread(std::io::Error::other("no runtime"))),
+        }
+    })
 }
