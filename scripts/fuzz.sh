@@ -10,7 +10,8 @@
 # Per-target logs (with libFuzzer's final statistics) go to fuzz/target/fuzz-logs/.
 #
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address); on a stable toolchain
-# RUSTC_BOOTSTRAP=1 lets them through. Installs cargo-fuzz when missing.
+# RUSTC_BOOTSTRAP=1 lets them through. Installs cargo-fuzz when missing, into target/tools
+# (cached with the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +19,10 @@ SECONDS_PER_TARGET="${1:-60}"
 TARGETS="${FUZZ_TARGETS:-snapshot_json hf_config lang_tags router_batch http_request}"
 CARGO_FUZZ_VERSION="0.13.2"
 
+export PATH="$PWD/target/tools/bin:$PATH"
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION"
-  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+  echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION into target/tools"
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" --root target/tools
 fi
 export RUSTC_BOOTSTRAP=1
 
