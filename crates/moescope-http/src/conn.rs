@@ -5,15 +5,17 @@
 //! all run on the server's one runtime thread (the atomics only make the state `Sync`):
 //! - the I/O wrapper [`TrackedIo`]: bytes read while `IDLE` start a head (`HEAD`, `since` =
 //!   now); bytes written while `IDLE` (a response still draining) refresh `since`;
-//! - the service: a request handed over sets `BUSY`; its response, once produced, sets `IDLE`
-//!   with `since` = now;
+//! - the service: a request handed over sets `BODY` (`since` = now) while its body is read,
+//!   then `BUSY` while its handler runs; its response, once produced, sets `IDLE` with
+//!   `since` = now;
 //! - the watchdog in [`drive`]: `IDLE` longer than the idle timeout, or `HEAD` longer than the
-//!   header-read timeout, closes the connection. `BUSY` is bounded by the request timeout in
-//!   the service instead. Each change of phase wakes the watchdog (`signal`) so that it sleeps
+//!   header-read timeout, closes the connection. `BODY` and `BUSY` are bounded by the request
+//!   timeout in the service instead. Each change of phase wakes the watchdog (`signal`) so that it sleeps
 //!   towards the current phase's deadline.
 //!
-//! The accept loop evicts connections that are not `BUSY`, oldest `since` first (idle before
-//! head), by setting `close` and waking the watchdog.
+//! The accept loop evicts connections that are not `BUSY`, by phase (idle, then reading a
+//! head, then reading a body: a stalled upload yields before a handler's work) and oldest
+//! `since` first, by setting `close` and waking the watchdog.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -42,7 +44,8 @@ use crate::stats::{bump, Counters, Event, Observer};
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
-const BUSY: u8 = 2;
+const BODY: u8 = 2;
+const BUSY: u8 = 3;
 
 const KEEP: u8 = 0;
 const EVICT: u8 = 1;
@@ -199,9 +202,16 @@ struct BusyGuard<'a> {
 }
 
 impl<'a> BusyGuard<'a> {
+    /// Marks the connection as reading a request body.
     fn new(st: &'a ConnState, shared: &'a Shared) -> Self {
-        st.phase.store(BUSY, Relaxed);
+        st.since_ms.store(shared.now_ms(), Relaxed);
+        st.phase.store(BODY, Relaxed);
         Self { st, shared }
+    }
+
+    /// Marks the body as read: the handler's work is not evicted.
+    fn handling(&self) {
+        self.st.phase.store(BUSY, Relaxed);
     }
 }
 
@@ -384,7 +394,7 @@ async fn serve(
     peer: Option<SocketAddr>,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
-    let _busy = BusyGuard::new(st, shared);
+    let busy = BusyGuard::new(st, shared);
     let counters = &shared.counters;
     let limits = &shared.limits;
     bump(&counters.requests);
@@ -439,6 +449,7 @@ async fn serve(
             );
         }
     };
+    busy.handling();
     let request = Request {
         method: parts.method,
         path: parts.uri.path().to_owned(),

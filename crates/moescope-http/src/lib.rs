@@ -12,8 +12,8 @@
 //! Every input is bounded by [`Limits`] (defaults in brackets): request head size [16 KiB, `431`],
 //! header count [64, `431`], request target [4 KiB, `414`], body [64 KiB, `413`, refused from
 //! `Content-Length` before reading; never allocated from it], header read time [10 s],
-//! request time [30 s, `408`/`503`], keep-alive idle time [30 s], open connections [256; the
-//! longest-idle connection is closed to admit a new one, `503` when all are busy], slow
+//! request time [30 s, `408`/`503`], keep-alive idle time [30 s], open connections [256; an
+//! idle or stalled connection is closed to admit a new one, `503` when all run handlers], slow
 //! handlers in flight [2, `503`]. When `accept` fails for lack of file descriptors the server
 //! closes idle connections, backs off (1 ms doubling to 1 s) and keeps accepting; it counts the
 //! failures in [`ServerStats`] and reports them to an optional [`Observer`] at most once per
@@ -49,7 +49,6 @@
 //! server.stop();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-
 
 mod conn;
 mod error;

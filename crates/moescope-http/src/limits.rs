@@ -37,9 +37,10 @@ pub struct Limits {
     /// How long a kept-alive connection may wait for its next request. Beyond: the connection
     /// closes. Default 30 s.
     pub idle_timeout: Duration,
-    /// The most connections open at once. A new connection beyond it closes the connection that
-    /// has been idle longest; when no connection is idle, the new one gets `503` and is closed.
-    /// Default 256.
+    /// The most connections open at once. A new connection beyond it closes one that is not
+    /// running a handler: the longest idle first, then the oldest still sending its head, then
+    /// the oldest still sending its body. When every connection is running a handler, the new
+    /// one gets `503` and is closed. Default 256.
     pub max_connections: usize,
     /// The most slow-route handlers running at once (each on its own blocking thread). Beyond:
     /// `503 Service Unavailable` with `Retry-After: 1`, at once. Default 2.

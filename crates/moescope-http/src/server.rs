@@ -24,7 +24,7 @@ const EVICT_ON_EXHAUSTION: usize = 8;
 
 /// What a connection refused for capacity receives before it is closed.
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
-content-length: 24\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connections: 503";
+content-length: 21\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connections\n";
 
 /// A running HTTP/1.1 server on its own thread. Dropping it stops the server (see
 /// [`HttpServer::stop`]).
@@ -372,4 +372,20 @@ pub fn serve_bytes(router: &Router, limits: &Limits, input: &[u8]) -> Result<Vec
             None => Err(HttpError::Thread(std::io::Error::other("no runtime"))),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_response_declares_its_body_length() {
+        let text = std::str::from_utf8(super::BUSY_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(declared, body.len());
+    }
 }

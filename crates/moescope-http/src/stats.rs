@@ -14,10 +14,11 @@ pub struct ServerStats {
     pub connections_accepted: u64,
     /// Connections open now.
     pub connections_open: u64,
-    /// Connections refused with `503` because every open connection was busy.
+    /// Connections refused with `503` because every open connection was running a handler.
     pub connections_refused_busy: u64,
-    /// Idle connections closed to make room for a new one (at `max_connections`, or after
-    /// running out of file descriptors).
+    /// Connections not running a handler (idle, or still sending a head or body) closed to
+    /// make room for a new one (at `max_connections`, or after running out of file
+    /// descriptors).
     pub connections_evicted: u64,
     /// Connections closed for exceeding the header-read or idle timeout.
     pub connections_timed_out: u64,

@@ -94,6 +94,77 @@ fn five_hundred_idle_connections_then_a_scrape() {
 }
 
 #[test]
+fn stalled_uploads_filling_every_connection_do_not_lock_out_scrapes() {
+    let limits = Limits {
+        max_connections: 8,
+        ..Limits::default()
+    };
+    let server = start(limits);
+    let addr = server.local_addr();
+    let mut stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(addr);
+            s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        assert_scrape_fast(addr);
+    }
+    let st = server.stats();
+    assert_eq!(st.connections_refused_busy, 0, "{st:?}");
+    // The first scrape closed the oldest stalled upload; the scrapes' own connections then
+    // closed, leaving room for the next ones.
+    assert_eq!(st.connections_evicted, 1, "{st:?}");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        stalled[0].read(&mut buf).unwrap_or(0),
+        0,
+        "the evicted upload is closed"
+    );
+    stalled[1]
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let still_open = stalled[1].read(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            still_open.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{still_open}"
+    );
+    drop(stalled);
+}
+
+#[test]
+fn connections_all_running_handlers_refuse_a_newcomer_with_503() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server =
+        HttpServer::start("127.0.0.1:0", limits, test_router(1000, Arc::default())).expect("start");
+    let addr = server.local_addr();
+    let req = b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi";
+    let busy: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || raw(addr, req).unwrap()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = raw(addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "too many connections\n");
+    for b in busy {
+        assert_eq!(b.join().unwrap().status, 200);
+    }
+    assert_eq!(server.stats().connections_refused_busy, 1);
+    // Once the handlers are done, their connections are idle and yield to new ones.
+    assert_scrape_fast(addr);
+}
+
+#[test]
 fn five_idle_connections_do_not_delay_a_scrape() {
     let server = start(Limits::default());
     let addr = server.local_addr();
