@@ -123,5 +123,22 @@ fn the_demo_server_survives_oversized_stalled_and_idle_clients() {
     assert_eq!(json["received_bytes"], 2001, "{json}");
     assert_eq!(json["lang"], "he", "{json}");
     assert_scrape_fast(&addr);
+    // The server's own counters are on /metrics: the refused bodies and evicted connections.
+    let metrics = send(
+        &addr,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    };
+    assert_eq!(
+        value("moescope_http_requests_refused_total{reason=\"body_too_large\"}"),
+        2
+    );
+    assert!(value("moescope_http_connections_accepted_total") >= 300);
     drop((stalled, idle));
 }

@@ -41,6 +41,77 @@ pub struct ServerStats {
     pub handler_panics: u64,
 }
 
+impl ServerStats {
+    /// The counters in the Prometheus text exposition format (version 0.0.4), as
+    /// `moescope_http_*` series, for a `/metrics` handler to append to its own output.
+    ///
+    /// ```
+    /// let text = moescope_http::ServerStats::default().to_prometheus_text();
+    /// assert!(text.contains("moescope_http_connections_open 0\n"));
+    /// ```
+    pub fn to_prometheus_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP moescope_http_{name} {help}");
+            let _ = writeln!(out, "# TYPE moescope_http_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "moescope_http_{name}{labels} {value}");
+            }
+        };
+        metric(
+            "connections_open",
+            "gauge",
+            "HTTP connections open now.",
+            &[("", self.connections_open)],
+        );
+        metric(
+            "connections_accepted_total",
+            "counter",
+            "HTTP connections accepted.",
+            &[("", self.connections_accepted)],
+        );
+        metric(
+            "connections_closed_total",
+            "counter",
+            "HTTP connections closed by the server before the client was done, by reason.",
+            &[
+                ("{reason=\"refused_busy\"}", self.connections_refused_busy),
+                ("{reason=\"evicted\"}", self.connections_evicted),
+                ("{reason=\"timed_out\"}", self.connections_timed_out),
+            ],
+        );
+        metric(
+            "accept_errors_total",
+            "counter",
+            "Failed accepts; exhausted = out of file descriptors or kernel memory.",
+            &[
+                ("{kind=\"exhausted\"}", self.accept_errors_exhausted),
+                ("{kind=\"other\"}", self.accept_errors_other),
+            ],
+        );
+        metric(
+            "requests_total",
+            "counter",
+            "HTTP requests read.",
+            &[("", self.requests)],
+        );
+        metric(
+            "requests_refused_total",
+            "counter",
+            "HTTP requests answered with an error by the server's limits, by reason.",
+            &[
+                ("{reason=\"body_too_large\"}", self.rejected_body_too_large),
+                ("{reason=\"uri_too_long\"}", self.rejected_uri_too_long),
+                ("{reason=\"slow_busy\"}", self.rejected_slow_busy),
+                ("{reason=\"timeout\"}", self.request_timeouts),
+                ("{reason=\"handler_panic\"}", self.handler_panics),
+            ],
+        );
+        out
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) connections_accepted: AtomicU64,
@@ -125,3 +196,42 @@ pub enum Event {
 
 /// Receives [`Event`]s on the server's thread: it must be cheap and must not block.
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync + 'static>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_every_counter_once() {
+        let stats = ServerStats {
+            connections_accepted: 1,
+            connections_open: 2,
+            connections_refused_busy: 3,
+            connections_evicted: 4,
+            connections_timed_out: 5,
+            accept_errors_exhausted: 6,
+            accept_errors_other: 7,
+            requests: 8,
+            rejected_body_too_large: 9,
+            rejected_uri_too_long: 10,
+            rejected_slow_busy: 11,
+            request_timeouts: 12,
+            handler_panics: 13,
+        };
+        let text = stats.to_prometheus_text();
+        let samples: Vec<(&str, u64)> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (name, v) = l.rsplit_once(' ').unwrap();
+                (name, v.parse().unwrap())
+            })
+            .collect();
+        // 13 counters, each value once: 1 + 2 + ... + 13.
+        assert_eq!(samples.len(), 13);
+        assert_eq!(samples.iter().map(|s| s.1).sum::<u64>(), 91);
+        assert!(text.contains("moescope_http_accept_errors_total{kind=\"exhausted\"} 6\n"));
+        assert!(text.contains("moescope_http_connections_open 2\n"));
+        assert_eq!(text.matches("# TYPE ").count(), 6);
+    }
+}

@@ -22,14 +22,16 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use moescope_core::{LangId, Languages, Recorder};
 use moescope_export::{MetricsSink, Publisher};
-use moescope_http::{Event, HttpServer, Limits, Method, Request, Response, Router, StatusCode};
+use moescope_http::{
+    Event, HttpServer, Limits, Method, Request, Response, Router, StatsHandle, StatusCode,
+};
 use moescope_tract::{byte_tokens, LoadOptions, MoeModel, PackedBatch};
 
 use super::{sentences, CommonArgs, RealArgs};
@@ -87,12 +89,14 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let max_batch = args.max_batch_tokens.max(1);
     let requests = Arc::new(AtomicU64::new(0));
+    let server_stats = Arc::new(OnceLock::new());
     let router = router(
         detector_for(&args.detect),
         recorder.clone(),
         jobs,
         handle,
         requests.clone(),
+        server_stats.clone(),
     );
     let server = HttpServer::start_with_observer(
         common.listen.as_str(),
@@ -101,6 +105,7 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
         Some(Arc::new(report_server_event)),
     )
     .map_err(|e| e.to_string())?;
+    let _ = server_stats.set(server.stats_handle());
     let addr = server.local_addr();
 
     let mut threads = Vec::new();
@@ -363,20 +368,27 @@ fn text_response(status: StatusCode, body: &str) -> Response {
 }
 
 /// `GET /metrics` and `GET /` on the server thread, `POST /v1/route` on the inference pool.
+/// `/metrics` ends with the server's own counters (`moescope_http_*`) once `server_stats` is
+/// set.
 fn router(
     detector: whatlang::Detector,
     recorder: Arc<Recorder>,
     jobs: Sender<Job>,
     metrics: PrometheusHandle,
     requests: Arc<AtomicU64>,
+    server_stats: Arc<OnceLock<StatsHandle>>,
 ) -> Router {
     Router::new()
         .fast(Method::GET, "/metrics", move |_| {
             metrics.run_upkeep();
+            let mut body = metrics.render();
+            if let Some(stats) = server_stats.get() {
+                body.push_str(&stats.read().to_prometheus_text());
+            }
             Response::new(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                metrics.render(),
+                body,
             )
         })
         .fast(Method::GET, "/", |_| {
