@@ -31,31 +31,23 @@
 //! [`Recorder`]: moescope_core::Recorder
 #![warn(missing_docs)]
 
+mod bundled;
 pub mod detect;
+mod error;
+mod failures;
+mod inputs;
+mod load;
 mod model;
+mod onnx_meta;
+mod plain;
+mod simd;
 
-pub use detect::RouterSelector;
-pub use model::{
-    clear_upper_simd_state, top_k_into, Error, LoadOptions, MoeModel, MoeOutputs, PackedBatch,
-    PlainModel, RouterNode,
-};
+pub use bundled::{bundled_config_path, bundled_model_path, byte_tokens};
+pub use detect::{RouterSelector, RouterTensors, Scoring};
+pub use error::Error;
+pub use failures::FailureLog;
+pub use inputs::{InputLayout, ModelInputs, PackedBatch, TokenBatch};
+pub use model::{top_k_into, LoadOptions, MoeModel, MoeOutputs, RecordScratch, RouterNode};
+pub use plain::PlainModel;
+pub use simd::clear_upper_simd_state;
 pub use tract_onnx::prelude::{tract_ndarray as ndarray, TValue, TVec, Tensor};
-
-/// The bundled tiny Qwen3-MoE model (`models/tiny-qwen3-moe/model.onnx` in this crate).
-pub fn bundled_model_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join("tiny-qwen3-moe")
-        .join("model.onnx")
-}
-
-/// The bundled model's Hugging Face style `config.json`.
-pub fn bundled_config_path() -> std::path::PathBuf {
-    bundled_model_path().with_file_name("config.json")
-}
-
-/// Byte-level tokenization of the bundled model: one token per UTF-8 byte (vocabulary 256).
-/// English takes about one token per character, Hebrew two, Japanese three.
-pub fn byte_tokens(text: &str) -> Vec<i64> {
-    text.bytes().map(i64::from).collect()
-}
