@@ -58,8 +58,11 @@ pub struct RouterTensors {
     /// The routing decision: integer expert ids, `… × k` (a `TopK`'s indices output).
     pub ids: String,
     /// The selection scores over the experts, `… × E`, f32: probabilities, or scores such as
-    /// sigmoid plus bias. Masked entries (`-inf`) and negative scores count as 0.
+    /// sigmoid plus bias (masked entries, `-inf`, and negative scores count as 0); or logits,
+    /// with `scores_are_logits`.
     pub scores: String,
+    /// The scores are logits: the recorder takes their softmax.
+    pub scores_are_logits: bool,
 }
 
 /// How a router's recorded scores relate to its logits.
@@ -507,7 +510,11 @@ impl<'a> GraphIndex<'a> {
             position,
             gate,
             scores: None,
-            scoring: Scoring::Given,
+            scoring: if t.scores_are_logits {
+                Scoring::Logits
+            } else {
+                Scoring::Given
+            },
             topk_ids: Some(t.ids.clone()),
             topk_k: None,
         }

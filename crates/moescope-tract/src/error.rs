@@ -27,7 +27,11 @@ pub enum Error {
         op: String,
     },
     /// No router was found.
-    #[error("model {model}: no router found ({how}); name the router tensors explicitly")]
+    #[error(
+        "model {model}: no router found ({how}); name the routers explicitly: their gates or \
+         logits (RouterSelector::Names), or their routing ids and scores \
+         (RouterSelector::Tensors)"
+    )]
     NoRouter {
         /// The model.
         model: String,

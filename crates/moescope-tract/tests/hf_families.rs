@@ -69,10 +69,15 @@ fn record_all(model: &MoeModel, want: &Value) -> Recorder {
 
 /// The recorded selection scores of the first tokens equal transformers' (softmax, or
 /// sigmoid plus the correction bias).
+/// Routers with no scoring function before their top-k (GPT-OSS) record their logits.
 fn check_scores(model: &MoeModel, out: &moescope_tract::MoeOutputs, req: &Value) {
     let e = model.spec().num_experts as usize;
-    for (layer, rows) in req["scores"].as_array().unwrap().iter().enumerate() {
-        let got = model.router_scores(out, layer).unwrap();
+    for (layer, r) in model.routers().iter().enumerate() {
+        let (key, got) = match r.scoring {
+            Scoring::Logits => ("logits", model.router_logits(out, layer).unwrap()),
+            _ => ("scores", model.router_scores(out, layer).unwrap()),
+        };
+        let rows = &req[key][layer];
         for (t, row) in rows.as_array().unwrap().iter().enumerate() {
             for (x, w) in row.as_array().unwrap().iter().enumerate() {
                 let (g, w) = (f64::from(got[t * e + x]), w.as_f64().unwrap());
@@ -251,6 +256,7 @@ fn group_limited_routers_named_by_gate_by_masked_scores_or_by_tensors() {
         .map(|(r, s)| RouterTensors {
             ids: r.topk_ids.clone().unwrap(),
             scores: s.clone(),
+            scores_are_logits: false,
         })
         .collect();
     let m = load(
@@ -376,4 +382,50 @@ fn a_broad_name_pattern_says_what_it_matched() {
     );
     let w = m.warnings().join("\n");
     assert!(w.contains("3 routers (matches per router: ["), "{w}");
+}
+
+#[test]
+fn gpt_oss_takes_its_top_k_on_the_logits() {
+    let m = family_records_what_transformers_routes("gpt_oss", LoadOptions::default());
+    assert!(m.routers().iter().all(|r| r.scoring == Scoring::Logits));
+}
+
+#[test]
+fn granitemoe() {
+    family_records_what_transformers_routes("granitemoe", LoadOptions::default());
+}
+
+#[test]
+fn phimoe_routes_without_a_top_k_and_is_recorded_from_named_tensors() {
+    // Its sparsemixer takes two ArgMax in turn: no TopK, so graph shape finds nothing and
+    // says what to do.
+    let err =
+        MoeModel::load(folder("phimoe").join("model.onnx"), &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::NoRouter { .. }), "{err}");
+    assert!(err.to_string().contains("RouterSelector::Tensors"), "{err}");
+    let tensors = (0..3)
+        .map(|i| RouterTensors {
+            ids: format!("/model/model/layers.{i}/mlp/router/Concat_1_output_0"),
+            scores: format!("/model/model/layers.{i}/mlp/router/MatMul_output_0"),
+            scores_are_logits: true,
+        })
+        .collect();
+    let m = family_records_what_transformers_routes(
+        "phimoe",
+        LoadOptions {
+            routers: RouterSelector::Tensors(tensors),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(m.warnings().is_empty(), "{:?}", m.warnings());
+}
+
+#[test]
+fn exaone_moe() {
+    family_records_what_transformers_routes("exaone_moe", LoadOptions::default());
+}
+
+#[test]
+fn minimax() {
+    family_records_what_transformers_routes("minimax", LoadOptions::default());
 }
