@@ -375,7 +375,7 @@ fn record_ids<'a, I: ExpertId>(
     languages: Languages<'a>,
     (scores, logits): (&'a [f32], bool),
 ) -> Result<Recorded, moescope_core::RecordError> {
-    let batch = RouterBatch::new(layer, ids, languages);
+    let batch = RouterBatch::at_depth(layer, ids, languages);
     let batch = if logits {
         batch.logits(scores)
     } else {
