@@ -88,9 +88,26 @@ pub struct CommonArgs {
 #[derive(clap::Args, Debug)]
 #[command(next_help_heading = "Real model (without --simulate)")]
 pub struct RealArgs {
-    /// The ONNX MoE file (default: the bundled tiny Qwen3-MoE).
+    /// The ONNX MoE file (default: the bundled tiny Qwen3-MoE). Packed inputs
+    /// (`input_ids`, `position_ids`, `segment_ids`, each `[T]`) or a plain Hugging Face export
+    /// (`input_ids [B, S]`, with `attention_mask` / `position_ids` when present).
     #[arg(long, value_name = "PATH", conflicts_with = "simulate")]
     pub onnx: Option<std::path::PathBuf>,
+    /// The model's Hugging Face `config.json`: experts, top-k and the MoE layer numbers
+    /// (default: read from the graph).
+    #[arg(long, value_name = "PATH", conflicts_with = "simulate")]
+    pub config: Option<std::path::PathBuf>,
+    /// The `model` label of the metrics (default: the model's folder or file name).
+    #[arg(long, value_name = "NAME", conflicts_with = "simulate")]
+    pub name: Option<String>,
+    /// Pin the model's token axis to this length (batches are padded to it; the padding is
+    /// not recorded): for exports tract cannot type with symbolic shapes.
+    #[arg(long, value_name = "TOKENS", conflicts_with = "simulate")]
+    pub fixed_tokens: Option<usize>,
+    /// A router to record, by its gate, logits or scores tensor or node name (repeat it, one
+    /// per MoE layer; a name with `*` is a pattern). Default: found by graph shape.
+    #[arg(long = "router", value_name = "NAME", conflicts_with = "simulate")]
+    pub routers: Vec<String>,
     /// Requests per second of the built-in load generator.
     #[arg(long, default_value_t = 20.0, conflicts_with = "simulate")]
     pub rps: f64,
