@@ -553,3 +553,18 @@ fn find_routers(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbolic_shape_failures_get_a_hint_and_others_do_not() {
+        let flatten = "Flatten: Can not compute a shape with square of symbols";
+        assert!(hint(flatten, None).contains("LoadOptions::fixed_tokens"));
+        assert!(hint("Slice: Undetermined symbol in expression", None).contains("fixed"));
+        assert!(hint("Add: Can not broadcast 55 against 2", Some(64))
+            .contains("fixed at 64 this still fails"));
+        assert_eq!(hint("No such file or directory", None), "");
+    }
+}

@@ -256,7 +256,7 @@ impl MoeModel {
     /// allocated once warm.
     ///
     /// A failing layer does not stop the others. The recorder counts the tokens of a batch it
-    /// rejects under its drop reason (`moe_routing_dropped_tokens_total{reason}`); the error
+    /// rejects under its drop reason (`moe_routing_dropped_total{reason}`); the error
     /// is returned for the caller to log (at most once per interval: see
     /// [`FailureLog`](crate::FailureLog)). Inference results are not affected either way.
     ///

@@ -219,7 +219,7 @@ fn spawn(
 
 /// The inference thread: batch what is queued, run once, record, answer. A recording
 /// failure never fails the requests: the recorder counts the dropped tokens
-/// (`moe_routing_dropped_tokens_total{reason}`) and the error is logged at most once per
+/// (`moe_routing_dropped_total{reason}`) and the error is logged at most once per
 /// `interval`.
 fn infer_loop(
     model: &MoeModel,
