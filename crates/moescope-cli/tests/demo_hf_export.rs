@@ -148,3 +148,117 @@ fn demo_onnx_records_a_group_limited_export_exactly() {
     }
     drop(demo);
 }
+
+/// Starts the demo with `args`; returns it and its address, after checking the banner.
+fn start(args: &[&std::ffi::OsStr], banner: &[&str]) -> (Demo, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moescope"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "60",
+            "--quiet",
+        ])
+        .args(["--no-load"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    for b in banner {
+        assert!(first.contains(b), "{b:?} not in {first}");
+    }
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    (demo, addr)
+}
+
+fn route(addr: &str, lang: &str, text: &str) -> String {
+    http(
+        addr,
+        &format!(
+            "POST /v1/route?lang={lang} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{text}",
+            text.len()
+        ),
+    )
+    .unwrap()
+}
+
+#[test]
+fn demo_onnx_config_and_name_run_every_family_with_a_top_k() {
+    for family in [
+        "qwen2_moe",
+        "qwen3_moe",
+        "qwen3_moe_dynamo",
+        "olmoe",
+        "mixtral",
+        "minimax",
+        "deepseek_v3",
+        "glm4_moe",
+        "exaone_moe",
+        "gpt_oss",
+        "granitemoe",
+    ] {
+        let dir = fixture(family);
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let layers = expected["moe_layers"].as_array().unwrap().len();
+        let name = format!("tiny-{family}");
+        let (demo, addr) = start(
+            &[
+                "--onnx".as_ref(),
+                dir.join("model.onnx").as_os_str(),
+                "--config".as_ref(),
+                dir.join("config.json").as_os_str(),
+                "--name".as_ref(),
+                name.as_ref(),
+            ],
+            &[
+                &name,
+                &format!("({layers} MoE layers"),
+                &format!("top-{}", expected["top_k"]),
+            ],
+        );
+        let out = route(&addr, "he", "שלום עולם");
+        assert!(out.starts_with("HTTP/1.1 200"), "{family}: {out}");
+        assert!(out.contains("\"tokens\":17"), "{family}: {out}");
+        drop(demo);
+    }
+}
+
+#[test]
+fn demo_fixed_tokens_pads_a_hugging_face_export_and_serves_requests_one_per_run() {
+    let dir = fixture("qwen3_moe");
+    let (demo, addr) = start(
+        &[
+            "--onnx".as_ref(),
+            dir.join("model.onnx").as_os_str(),
+            "--fixed-tokens".as_ref(),
+            "48".as_ref(),
+        ],
+        &["qwen3_moe", "(2 MoE layers"],
+    );
+    for (lang, text) in [("en", "Routing is watched."), ("ja", "言語ごと")] {
+        let out = route(&addr, lang, text);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains(&format!("\"tokens\":{}", text.len())), "{out}");
+    }
+    // Longer than the fixed length: that request fails, and says why.
+    let out = route(&addr, "en", &"a".repeat(49));
+    assert!(
+        out.contains("49 tokens do not fit the model's fixed length of 48"),
+        "{out}"
+    );
+    drop(demo);
+}
