@@ -49,7 +49,6 @@ mod inputs;
 mod load;
 mod model;
 mod onnx_meta;
-mod plain;
 mod simd;
 
 pub use bundled::{bundled_config_path, bundled_model_path, byte_tokens};
@@ -58,6 +57,5 @@ pub use error::Error;
 pub use failures::FailureLog;
 pub use inputs::{InputLayout, ModelInputs, PackedBatch, TokenBatch};
 pub use model::{top_k_into, LoadOptions, MoeModel, MoeOutputs, RecordScratch, RouterNode};
-pub use plain::PlainModel;
 pub use simd::clear_upper_simd_state;
 pub use tract_onnx::prelude::{tract_ndarray as ndarray, TValue, TVec, Tensor};
