@@ -103,6 +103,21 @@ FAMILIES = {
         ),
         "dynamo",
     ),
+    # transformers' own causal-mask construction (no wrapper): tract types it only with the
+    # token count pinned (LoadOptions::fixed_tokens).
+    "qwen3_moe_hf_mask": (
+        "Qwen3MoeConfig",
+        "Qwen3MoeForCausalLM",
+        dict(
+            num_hidden_layers=4,
+            num_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=16,
+            mlp_only_layers=[0, 2],
+            norm_topk_prob=True,
+        ),
+        "torchscript-hf-mask",
+    ),
     "olmoe": (
         "OlmoeConfig",
         "OlmoeForCausalLM",
@@ -209,6 +224,17 @@ for _family, _cfg, _cls, _extra in [
     FAMILIES[_family] = (_cfg, _cls, {**GENERIC, **_extra}, "torchscript")
 
 
+class OwnMask(torch.nn.Module):
+    """input_ids [B, T] + attention_mask [B, T] -> logits, transformers building the mask."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
 class PositionMasked(torch.nn.Module):
     """input_ids [B, T] + attention_mask [B, T] -> logits, with the 4-D causal mask and the
     positions built from the 2-D mask by element-wise ops (no arange over a symbolic length)."""
@@ -304,12 +330,12 @@ def run_transformers(model, tokens):
 
 
 def export(model, exporter, path):
-    wrapper = PositionMasked(model).eval()
+    wrapper = (OwnMask if exporter.endswith("hf-mask") else PositionMasked)(model).eval()
     ids = torch.tensor([list(TEXTS[0][1].encode())])
     mask = torch.ones_like(ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if exporter == "torchscript":
+        if exporter.startswith("torchscript"):
             torch.onnx.export(
                 wrapper,
                 (ids, mask),

@@ -36,7 +36,9 @@ pub(crate) fn chain(e: &TractError) -> String {
 pub(crate) fn hint(detail: &str, fixed: Option<usize>) -> String {
     let symbolic = ["symbol", "broadcast", "Undetermined", "Can not compute"]
         .iter()
-        .any(|s| detail.contains(s));
+        .any(|s| detail.contains(s))
+        // A node whose result does not have the shape typing gave it.
+        || (detail.contains(", expected ") && detail.contains(", got "));
     match (symbolic, fixed) {
         (false, _) => String::new(),
         (true, None) => " (hint: tract could not type this export with symbolic shapes; load it \
@@ -565,6 +567,9 @@ mod tests {
         assert!(hint("Slice: Undetermined symbol in expression", None).contains("fixed"));
         assert!(hint("Add: Can not broadcast 55 against 2", Some(64))
             .contains("fixed at 64 this still fails"));
+        let run = "Evaluating #61 \"/model/model/And_1\" And: output 0, expected 1,1,T,T,Bool, \
+                   got 1,1,2,32,Bool";
+        assert!(hint(run, None).contains("fixed"));
         assert_eq!(hint("No such file or directory", None), "");
     }
 }

@@ -429,3 +429,33 @@ fn exaone_moe() {
 fn minimax() {
     family_records_what_transformers_routes("minimax", LoadOptions::default());
 }
+
+#[test]
+fn transformers_own_mask_needs_a_fixed_token_count_and_the_error_says_so() {
+    let family = "qwen3_moe_hf_mask";
+    // With symbolic shapes it loads, but tract's typing of the mask is wrong at run time.
+    let m = load(family, LoadOptions::default());
+    let want = expected(family);
+    let tokens: Vec<i64> = want["requests"][0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let mut batch = TokenBatch::new();
+    batch.push(&tokens, moescope_core::LangId::UND, None);
+    let err = m.run(m.inputs(&batch).unwrap().values).unwrap_err();
+    assert!(matches!(err, Error::Run { .. }), "{err}");
+    assert!(
+        err.to_string().contains("LoadOptions::fixed_tokens"),
+        "{err}"
+    );
+    // Pinned to 64 tokens and padded, it records exactly what transformers routed.
+    family_records_what_transformers_routes(
+        family,
+        LoadOptions {
+            fixed_tokens: Some(64),
+            ..LoadOptions::default()
+        },
+    );
+}
