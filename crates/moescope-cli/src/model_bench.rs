@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use moescope_core::{Languages, Recorder};
 use moescope_tract::{
     bundled_model_path, byte_tokens, clear_upper_simd_state, LoadOptions, MoeModel, PackedBatch,
-    TVec, TValue,
+    TValue, TVec,
 };
-use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable, TypedRunnableModel};
 use serde::Serialize;
+use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable, TypedRunnableModel};
 
 use crate::demo::sentences;
 
