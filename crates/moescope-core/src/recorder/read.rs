@@ -10,6 +10,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use super::{LanguageTotals, ReaderState, RecordTimes, Recorder, RECORD_TIME_BUCKETS_SECONDS};
+use crate::background::PeriodicThread;
 use crate::sampling::threshold_for_rate;
 use crate::snapshot::{BucketCounts, LanguageCounts, Snapshot, WindowRange};
 
@@ -96,22 +97,13 @@ impl Recorder {
     /// # Errors
     /// The OS error if the thread cannot be spawned.
     pub fn spawn_upkeep(self: &Arc<Self>, every: Duration) -> std::io::Result<UpkeepThread> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let recorder = Arc::downgrade(self);
-        let handle = std::thread::Builder::new()
-            .name("moescope-upkeep".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(every) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => match recorder.upgrade() {
-                        Some(r) => r.upkeep(),
-                        None => return,
-                    },
-                    _ => return,
-                }
-            })?;
-        Ok(UpkeepThread {
-            stop: Some(stop),
-            handle: Some(handle),
+        PeriodicThread::spawn("moescope-upkeep", every, move || match recorder.upgrade() {
+            Some(r) => {
+                r.upkeep();
+                true
+            }
+            None => false,
         })
     }
 
@@ -262,17 +254,4 @@ fn merge(langs: &mut BTreeMap<String, LanguageCounts>, tag: &str, counts: Langua
 }
 
 /// The background upkeep thread of [`Recorder::spawn_upkeep`]; dropping it stops the thread.
-#[derive(Debug)]
-pub struct UpkeepThread {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for UpkeepThread {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
+pub type UpkeepThread = PeriodicThread;
