@@ -5,6 +5,7 @@ use moescope_core::RecordError;
 /// Why a model could not be loaded, run or recorded. Every message names the model, and the
 /// node where one is at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The file could not be read or parsed, or tract could not translate or optimize it.
     #[error("model {model}: {detail}")]
