@@ -36,8 +36,8 @@
 //!
 //! [`RecorderBuilder::memory_bound`]: crate::RecorderBuilder::memory_bound
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sampling::weight_for_threshold;
 use crate::snapshot::{HalfCounts, LanguageCounts, LayerCounts};

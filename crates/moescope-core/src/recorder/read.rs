@@ -4,8 +4,8 @@
 //! stripe in turn (waiting for a writer to let go: the reader may wait, writers never do);
 //! rotation follows the epoch protocol of [`crate::stage`].
 
+use crate::sync::atomic::Ordering;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
