@@ -639,3 +639,47 @@ fn merging_bucket_counts_gives_the_window_counts() {
     };
     snap.validate().unwrap();
 }
+
+#[test]
+fn too_many_languages_are_refused_while_reading() {
+    let layer = r#"{"tokens": 1, "layers": [{"expert_tokens": [1, 0]}]}"#;
+    let langs: Vec<String> = (0..=moescope_core::snapshot::MAX_SNAPSHOT_LANGUAGES)
+        .map(|i| {
+            // Distinct valid tags: "x-" followed by the number in letters.
+            let word: String = format!("{i:06}")
+                .bytes()
+                .map(|d| (b'a' + (d - b'0')) as char)
+                .collect();
+            format!(r#""x-{word}": {layer}"#)
+        })
+        .collect();
+    let json = format!(
+        r#"{{"format": "moescope.snapshot/v1",
+            "model": {{"name": "m", "num_experts": 2, "top_k": 1, "layers": [0]}},
+            "languages": {{{}}}}}"#,
+        langs.join(",")
+    );
+    let err = Snapshot::from_json_str(&json).unwrap_err();
+    assert_eq!(err.field(), Some("languages"), "{err}");
+    assert!(err.to_string().contains("at most 4096"), "{err}");
+    // One fewer is fine.
+    let json = json.replacen(&format!("{},", langs[0]), "", 1);
+    assert_eq!(
+        Snapshot::from_json_str(&json).unwrap().languages.len(),
+        4096
+    );
+}
+
+#[test]
+fn a_truncated_file_of_another_version_names_the_version() {
+    let json = r#"{"format": "moescope.snapshot/v2", "model": {"name": "m", "num_exp"#;
+    let err = Snapshot::from_json_str(json).unwrap_err();
+    // Truncated: a JSON error (the format of a file that does not parse cannot be trusted).
+    assert!(
+        matches!(err, moescope_core::SnapshotError::Json { .. }),
+        "{err}"
+    );
+    let json = r#"{"format": "moescope.snapshot/v2", "model": 3}"#;
+    let err = Snapshot::from_json_str(json).unwrap_err();
+    assert_eq!(err.field(), Some("format"), "{err}");
+}

@@ -4,13 +4,14 @@
 //! stripe in turn (waiting for a writer to let go: the reader may wait, writers never do);
 //! rotation follows the epoch protocol of [`crate::stage`].
 
+use crate::sync::atomic::Ordering;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use super::{LanguageTotals, ReaderState, RecordTimes, Recorder, RECORD_TIME_BUCKETS_SECONDS};
 use crate::background::PeriodicThread;
+use crate::batch::DropReason;
 use crate::sampling::threshold_for_rate;
 use crate::snapshot::{BucketCounts, LanguageCounts, Snapshot, WindowRange};
 
@@ -24,6 +25,7 @@ impl Recorder {
         let mut st = self.lock();
         self.rotate_due(&mut st, now);
         self.fold_all(&mut st);
+        self.recycle_idle(&mut st, now);
     }
 
     /// The sampled durations of `record` calls since the last call, and resets them.
@@ -110,10 +112,37 @@ impl Recorder {
     /// Folds every stripe into the current bucket (waiting for writers to let go of each; the
     /// reader may wait, writers never do).
     fn fold_all(&self, st: &mut ReaderState) {
+        let mut discarded = 0;
         for stripe in self.stripes.iter() {
             let claim = stripe.claim_waiting();
             let parity = (stripe.epoch.load(Ordering::Relaxed) & 1) as usize;
-            st.ring.fold(&claim, &self.thresholds[parity]);
+            // Liveness is read after the claim: a writer that staged into this stripe
+            // interned its language before, so a new language is seen live here.
+            discarded += st.ring.fold(&claim, &self.thresholds[parity], |li| {
+                self.registry.is_live(li)
+            });
+        }
+        if discarded > 0 {
+            self.count_drop(DropReason::UnknownLanguage, discarded);
+        }
+    }
+
+    /// Gives back the slots of languages idle for the whole window when new tags are waiting
+    /// for one (see [`LanguageRegistry`](crate::LanguageRegistry)): not interned since the
+    /// window began, and nothing of theirs left in it.
+    fn recycle_idle(&self, st: &mut ReaderState, now: u64) {
+        let span = self
+            .window
+            .bucket_ms
+            .saturating_mul(self.window.buckets as u64 + 1);
+        let Some(since) = now.checked_sub(span) else {
+            return;
+        };
+        let freed = self
+            .registry
+            .free_idle(since, |id| st.ring.is_idle(id.index()));
+        for id in freed {
+            st.ring.forget(id.index());
         }
     }
 
@@ -158,10 +187,16 @@ impl Recorder {
         }
         // 3. Fold the rest of the closing epoch and move each stripe to the next one.
         let current = &self.thresholds[(st.epoch & 1) as usize];
+        let mut discarded = 0;
         for stripe in self.stripes.iter() {
             let claim = stripe.claim_waiting();
-            st.ring.fold(&claim, current);
+            discarded += st
+                .ring
+                .fold(&claim, current, |li| self.registry.is_live(li));
             stripe.epoch.store(st.epoch + 1, Ordering::Relaxed); // published by the release
+        }
+        if discarded > 0 {
+            self.count_drop(DropReason::UnknownLanguage, discarded);
         }
         // 4. Open the next bucket.
         st.ring.rotate(boundary);

@@ -6,7 +6,9 @@
 //! and one for batches with gate weights, router scores or sequence ids. Both resolve a run of
 //! tokens of one language the same way ([`Run::resolve`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
+
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Recorder, RECORD_TIME_SAMPLE_EVERY};
 use crate::batch::{
@@ -89,7 +91,7 @@ impl<I: ExpertId> Call<'_, I> {
 }
 
 impl Recorder {
-    fn count_drop(&self, reason: DropReason, tokens: u64) {
+    pub(super) fn count_drop(&self, reason: DropReason, tokens: u64) {
         self.drops[reason.index()].fetch_add(tokens, Ordering::Relaxed);
     }
 
