@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod bulk;
 pub mod clock;
 pub mod lang;
 mod lazy;
@@ -47,6 +48,7 @@ pub use batch::{
     DropReason, ExpertId, Languages, RecordError, Recorded, RouterBatch, RouterScores, Segment,
     MAX_BATCH_TOKENS,
 };
+pub use bulk::{sequence_half, BulkCounts, BulkError, BulkProbs};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lang::{LangId, LanguageRegistry, Tag, TagError, DEFAULT_MAX_LANGUAGES, MAX_TAG_LEN};
 pub use recorder::{
