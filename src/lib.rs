@@ -48,3 +48,7 @@ pub use moescope_sim as sim;
 /// The CPU path (feature `tract`): an ONNX MoE model run by tract, its routers recorded.
 #[cfg(feature = "tract")]
 pub use moescope_tract as tract;
+
+/// The CUDA path (feature `cuda`): count routing on the GPU, in the serving stack's stream.
+#[cfg(feature = "cuda")]
+pub use moescope_cuda as cuda;
