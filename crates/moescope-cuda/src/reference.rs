@@ -124,13 +124,17 @@ pub fn count_topk(
 
 /// The top `k` experts of a logit row, highest first, ties to the lower index.
 pub fn topk_by_logit(row: &[f32], k: usize) -> Vec<u32> {
+    // NaN sorts last (such a row is dropped anyway); -0.0 ties with 0.0, as on the device.
+    let key = |i: u32| {
+        let x = row[i as usize];
+        if x.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            x + 0.0
+        }
+    };
     let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    idx.sort_by(|&a, &b| {
-        row[b as usize]
-            .partial_cmp(&row[a as usize])
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.cmp(&b))
-    });
+    idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
     idx.truncate(k);
     idx
 }
@@ -271,6 +275,7 @@ mod tests {
     fn topk_prefers_higher_logits_then_lower_indices() {
         assert_eq!(topk_by_logit(&[0.5, 2.0, 2.0, -1.0, 3.0], 3), [4, 1, 2]);
         assert_eq!(topk_by_logit(&[1.0; 4], 2), [0, 1]);
+        assert_eq!(topk_by_logit(&[-0.0, 0.0, f32::NAN, -1.0], 3), [0, 1, 3]);
     }
 
     #[test]
