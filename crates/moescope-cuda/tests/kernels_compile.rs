@@ -36,7 +36,9 @@ fn tools(test: &str) -> Option<PathBuf> {
              (installs the nvidia-cuda-nvrtc and nvidia-cuda-nvcc wheels under target/cuda-tools)"
         );
     }
-    println!("skipped: {missing} not found ({test})");
+    // Straight to stderr, past the test harness's capture, so the skip is visible.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipped: {missing} not found ({test})");
     None
 }
 
