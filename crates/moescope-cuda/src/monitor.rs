@@ -330,6 +330,30 @@ impl CudaMonitor {
         stream: Arc<CudaStream>,
         config: MonitorConfig,
     ) -> Result<CudaMonitor, CudaError> {
+        CudaMonitor::build(recorder, stream, config, None)
+    }
+
+    /// Like [`new`](Self::new), with the kernels' PTX compiled beforehand (by
+    /// [`kernels::compile_ptx`] for this GPU's architecture, or `compute_80`): no NVRTC is
+    /// needed at run time, only the driver.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); the driver's error if it cannot load `ptx`.
+    pub fn from_ptx(
+        recorder: Arc<Recorder>,
+        stream: Arc<CudaStream>,
+        config: MonitorConfig,
+        ptx: String,
+    ) -> Result<CudaMonitor, CudaError> {
+        CudaMonitor::build(recorder, stream, config, Some(ptx))
+    }
+
+    fn build(
+        recorder: Arc<Recorder>,
+        stream: Arc<CudaStream>,
+        config: MonitorConfig,
+        ptx: Option<String>,
+    ) -> Result<CudaMonitor, CudaError> {
         let layout = Layout::for_recorder(&recorder);
         let top_k = recorder.spec().top_k as usize;
         if layout.experts > MAX_EXPERTS {
@@ -357,7 +381,10 @@ impl CudaMonitor {
         ctx.bind_to_thread()?;
         let (major, minor) = ctx.compute_capability()?;
         let arch = arch_for(major, minor).ok_or(CudaError::UnsupportedDevice { major, minor })?;
-        let ptx = kernels::compile_ptx(arch)?;
+        let ptx = match ptx {
+            Some(ptx) => ptx,
+            None => kernels::compile_ptx(arch)?,
+        };
         let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))?;
         let f_topk = module.load_function(KERNEL_TOPK)?;
         let f_logits = module.load_function(KERNEL_LOGITS)?;

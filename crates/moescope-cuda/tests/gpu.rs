@@ -55,7 +55,7 @@ fn monitor(
     stream: &Arc<CudaStream>,
     config: MonitorConfig,
 ) -> Option<CudaMonitor> {
-    match CudaMonitor::new(r, stream.clone(), config) {
+    match common::new_monitor(r, stream, config) {
         Ok(m) => Some(m),
         Err(e) => {
             skip(test, &e.to_string());

@@ -377,3 +377,30 @@ pub fn sweep() -> Vec<Shape> {
     }
     v
 }
+
+/// A monitor for the GPU suite and benchmarks: with `MOESCOPE_CUDA_PTX_DIR` set, the kernels
+/// come from `<dir>/<arch>.ptx` (compiled beforehand by scripts/gpu-check.sh, for GPU
+/// machines without NVRTC); otherwise NVRTC compiles them.
+pub fn new_monitor(
+    r: std::sync::Arc<Recorder>,
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    config: moescope_cuda::MonitorConfig,
+) -> Result<moescope_cuda::CudaMonitor, moescope_cuda::CudaError> {
+    use moescope_cuda::{arch_for, CudaError, CudaMonitor};
+    let Some(dir) = std::env::var_os("MOESCOPE_CUDA_PTX_DIR") else {
+        return CudaMonitor::new(r, stream.clone(), config);
+    };
+    let (major, minor) = stream.context().compute_capability()?;
+    let arch = arch_for(major, minor).ok_or(CudaError::UnsupportedDevice { major, minor })?;
+    let path = std::path::Path::new(&dir).join(format!("{arch}.ptx"));
+    let path = if path.exists() {
+        path
+    } else {
+        std::path::Path::new(&dir).join("compute_80.ptx")
+    };
+    let ptx = std::fs::read_to_string(&path).map_err(|e| CudaError::Compile {
+        arch,
+        log: format!("{}: {e}", path.display()),
+    })?;
+    CudaMonitor::from_ptx(r, stream.clone(), config, ptx)
+}
