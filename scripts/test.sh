@@ -32,6 +32,14 @@ export MOESCOPE_REQUIRE_PROMETHEUS=1
 echo "== promtool check rules / test rules ($(promtool --version 2>&1 | head -1))"
 (cd dashboards && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml)
 
+# --- CUDA path (moescope-cuda) ---------------------------------------------------------------
+# NVRTC (libnvrtc.so.13) and ptxas from NVIDIA's PyPI wheels, cached under target/cuda-tools
+# (about 460 MB, installed once): the kernels are compiled and assembled for sm_80, sm_90 and
+# sm_100 by the tests, which fail instead of skipping when the tools are missing.
+source scripts/cuda-tools.sh
+export MOESCOPE_REQUIRE_NVRTC=1
+# --- end of the CUDA path block ---------------------------------------------------------------
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -17,6 +17,7 @@ table: moescope's kernels as a share of the layer's expert computation, and agai
 import argparse
 import json
 import math
+import os
 import statistics
 
 import torch
@@ -102,7 +103,9 @@ def main():
     print(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     base = {t: baselines(t, dev) for t in TOKENS}
     ours = {}
-    if args.moescope:
+    if args.moescope and not os.path.exists(args.moescope):
+        print(f"note: {args.moescope} is missing (the moescope benchmark did not run): baselines only")
+    elif args.moescope:
         with open(args.moescope) as f:
             data = json.load(f)
         for r in data["rows"]:

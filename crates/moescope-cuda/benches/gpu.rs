@@ -7,7 +7,6 @@
 //! Without a GPU it prints `skipped: no CUDA device (gpu_bench)` and exits 0.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::io::Write as _;
