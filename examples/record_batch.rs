@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             }
-            recorder.record(&RouterBatch::new(
+            recorder.record(&RouterBatch::at_depth(
                 layer,
                 &ids,
                 Languages::Segments(&segments),

@@ -15,7 +15,7 @@
 //!
 //! // One forward step of the last MoE layer: 4 Hebrew tokens, top-8 expert ids each.
 //! let ids: Vec<u32> = (0..4 * 8).map(|i| i % 8).collect();
-//! recorder.record(&RouterBatch::new(47, &ids, Languages::All(he)))?;
+//! recorder.record(&RouterBatch::at_depth(47, &ids, Languages::All(he)))?;
 //!
 //! let snapshot = recorder.snapshot();
 //! let layer = &snapshot.languages["he"].layers[47];

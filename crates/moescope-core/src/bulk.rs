@@ -399,7 +399,7 @@ mod tests {
                 probs.extend(dyadic_row(&mut g));
             }
             let with_probs = step % 2 == 0;
-            let mut batch = RouterBatch::new(layer, &ids, Languages::PerToken(&lang_ids))
+            let mut batch = RouterBatch::at_depth(layer, &ids, Languages::PerToken(&lang_ids))
                 .topk_weights(&weights)
                 .sequence_ids(&seqs);
             if with_probs {
@@ -547,7 +547,7 @@ mod tests {
         let salt = r.split_salt();
         for q in 0..32u64 {
             let ids = [0u32, 1];
-            r.record(&RouterBatch::new(0, &ids, Languages::All(he)).sequence_ids(&[q]))
+            r.record(&RouterBatch::at_depth(0, &ids, Languages::All(he)).sequence_ids(&[q]))
                 .unwrap();
         }
         let s = r.snapshot();

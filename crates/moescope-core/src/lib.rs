@@ -17,7 +17,7 @@
 //!
 //! // Layer 3, three tokens of a Hebrew request: each row is a token's top-2 experts.
 //! let ids: [u32; 6] = [5, 1, 5, 2, 5, 7];
-//! recorder.record(&RouterBatch::new(3, &ids, Languages::All(he)))?;
+//! recorder.record(&RouterBatch::at_depth(3, &ids, Languages::All(he)))?;
 //!
 //! let snapshot = recorder.snapshot();
 //! let layer = &snapshot.languages["he"].layers[3];
@@ -53,9 +53,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use lang::{LangId, LanguageRegistry, Tag, TagError, DEFAULT_MAX_LANGUAGES, MAX_TAG_LEN};
 pub use recorder::{
     ConfigError, LanguageTotals, RecordTimes, Recorder, RecorderBuilder, UpkeepThread,
-    MAX_WRITER_STRIPES, RECORD_TIME_SAMPLE_EVERY,
+    MAX_WRITER_STRIPES, RECORD_TIME_BUCKETS_SECONDS, RECORD_TIME_SAMPLE_EVERY,
 };
 pub use sampling::{SamplingConfig, SamplingError, SamplingRate};
 pub use snapshot::*;
 pub use spec::{ModelSpec, SpecError};
-pub use window::{memory_bytes, WindowConfig};
+pub use window::WindowConfig;

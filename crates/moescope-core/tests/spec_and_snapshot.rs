@@ -87,8 +87,8 @@ fn deepseek_v3_config_skips_the_first_three_dense_layers() {
     );
     assert_eq!(spec.moe_layers, (3..61).collect::<Vec<u32>>());
     assert_eq!(spec.num_moe_layers(), 58);
-    assert_eq!(spec.moe_layer_index(3), Some(0));
-    assert_eq!(spec.moe_layer_index(2), None);
+    assert_eq!(spec.depth_of(3), Some(0));
+    assert_eq!(spec.depth_of(2), None);
     let preset = ModelSpec::preset("deepseek-v3").unwrap();
     assert_eq!(
         ModelSpec {
@@ -510,7 +510,17 @@ fn rejects_a_layer_count_mismatch() {
 
 #[test]
 fn rejects_bad_language_keys() {
-    for key in ["he il", "", "x".repeat(36).as_str(), "fr_FR", "日本"] {
+    // One rule for live tags and snapshot keys: a tag the registry accepts, in the normalized
+    // form the recorder writes.
+    for key in [
+        "he il",
+        "",
+        "x".repeat(36).as_str(),
+        "fr_FR",
+        "日本",
+        "EN",
+        "abcdefghi",
+    ] {
         let (err, msg) = rejection(|v| {
             let he = v["languages"]["he"].take();
             v["languages"] = serde_json::json!({ key: he });
@@ -518,7 +528,13 @@ fn rejects_bad_language_keys() {
         assert_eq!(err.field(), Some("languages"), "{msg}");
         assert!(msg.contains(&format!("{key:?}")), "{msg}");
     }
-    let longest = "x".repeat(35);
+    let (_, msg) = rejection(|v| {
+        let he = v["languages"]["he"].take();
+        v["languages"] = serde_json::json!({ "zh_hant_tw": he });
+    });
+    assert!(msg.contains("write \"zh-Hant-TW\""), "{msg}");
+    let longest = "en-abcdefgh-abcdefgh-abcdefgh-abcde";
+    assert_eq!(longest.len(), 35);
     let mut v: serde_json::Value = serde_json::from_str(DESIGN_SHAPED).unwrap();
     let he = v["languages"]["he"].take();
     v["languages"] =

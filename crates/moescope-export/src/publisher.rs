@@ -284,7 +284,7 @@ impl Publisher {
                 }
             }
         }
-        for reason in DropReason::ALL {
+        for &reason in DropReason::ALL {
             out.push(
                 DROPPED_TOTAL,
                 &[reason.as_str()],

@@ -74,11 +74,11 @@ fn record_traffic(rec: &Recorder, deep: u32) {
     let (en, he) = (rec.language("en"), rec.language("he"));
     for depth in 0..8 {
         let uniform: Vec<u32> = (0..1600).map(|i| (i % 8) as u32).collect();
-        rec.record(&RouterBatch::new(depth, &uniform, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(depth, &uniform, Languages::All(en)))
             .unwrap();
         let pool = if depth >= 6 { deep } else { 8 };
         let ids: Vec<u32> = (0..1600).map(|i| (i as u32) % pool).collect();
-        rec.record(&RouterBatch::new(depth, &ids, Languages::All(he)))
+        rec.record(&RouterBatch::at_depth(depth, &ids, Languages::All(he)))
             .unwrap();
     }
 }
@@ -250,7 +250,7 @@ fn ten_thousand_random_tags_stay_within_the_series_cap() {
             .map(|i| (b'a' + ((x >> (7 * i + 3)) % 26) as u8) as char)
             .collect();
         let lang = rec.language(&tag);
-        rec.record(&RouterBatch::new(3, &ids, Languages::All(lang)))
+        rec.record(&RouterBatch::at_depth(3, &ids, Languages::All(lang)))
             .unwrap();
     }
     let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
@@ -295,7 +295,7 @@ fn quiet_languages_disappear_from_the_endpoint() {
     clock.advance_ms(5_000);
     let en = rec.language("en");
     let ids: Vec<u32> = (0..16).map(|i| i % 8).collect();
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap();
     let round = publisher.collect();
     assert!(round

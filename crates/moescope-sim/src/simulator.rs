@@ -77,7 +77,7 @@ impl Step {
 }
 
 fn layer_batch<'a>(depth: usize, layer: &'a LayerStep, segments: &'a [Segment]) -> RouterBatch<'a> {
-    let batch = RouterBatch::new(depth, &layer.expert_ids, Languages::Segments(segments))
+    let batch = RouterBatch::at_depth(depth, &layer.expert_ids, Languages::Segments(segments))
         .topk_weights(&layer.topk_weights);
     if layer.logits.is_empty() {
         batch

@@ -408,12 +408,13 @@ impl MoeModel {
             let logits = self.router_logits(out, r.index)?;
             let result = match self.topk_ids(out, r.index) {
                 Some(ids) => {
-                    recorder.record(&RouterBatch::new(r.index, ids, languages).logits(logits))
+                    recorder.record(&RouterBatch::at_depth(r.index, ids, languages).logits(logits))
                 }
                 None => {
                     top_k_into(logits, e, k, scratch);
                     recorder.record(
-                        &RouterBatch::new(r.index, scratch.as_slice(), languages).logits(logits),
+                        &RouterBatch::at_depth(r.index, scratch.as_slice(), languages)
+                            .logits(logits),
                     )
                 }
             };

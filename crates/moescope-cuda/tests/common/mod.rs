@@ -249,7 +249,7 @@ impl Case {
                 .collect();
         }
         let ids = &ids[..n * k];
-        let mut batch = RouterBatch::new(self.layer, ids, Languages::PerToken(&langs));
+        let mut batch = RouterBatch::at_depth(self.layer, ids, Languages::PerToken(&langs));
         if self.shape.sequence_ids {
             batch = batch.sequence_ids(&self.seqs[..n]);
         }
@@ -327,7 +327,7 @@ pub fn assert_snapshots_match(got: &Snapshot, want: &Snapshot, halves: bool, wha
 
 /// Asserts the two recorders counted the same drops.
 pub fn assert_drops_match(got: &Recorder, want: &Recorder, what: &str) {
-    for reason in DropReason::ALL {
+    for &reason in DropReason::ALL {
         assert_eq!(
             got.dropped(reason),
             want.dropped(reason),
