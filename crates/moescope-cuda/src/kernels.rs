@@ -45,6 +45,19 @@ pub const fn shared_bytes(experts: usize, with_probs: bool) -> usize {
     doubles * 8 + words * 4
 }
 
+/// Blocks of one launch for `tokens` tokens: one token per thread (top-k kernel) or per warp
+/// (`logits`), at most `grid_cap` blocks (the kernels loop over the rest).
+pub fn grid_size(tokens: usize, logits: bool, grid_cap: u32) -> u32 {
+    let per_block = if logits {
+        BLOCK_THREADS / 32
+    } else {
+        BLOCK_THREADS
+    } as usize;
+    tokens
+        .div_ceil(per_block)
+        .clamp(1, grid_cap.max(1) as usize) as u32
+}
+
 /// Whether NVRTC (`libnvrtc`, CUDA 13) can be loaded.
 pub fn nvrtc_available() -> bool {
     // SAFETY: only tries to open the library with libloading; calls nothing in it.
@@ -116,6 +129,16 @@ unsafe impl cudarc::driver::DeviceRepr for Args {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grids_cover_the_tokens_up_to_the_cap() {
+        assert_eq!(grid_size(1, false, 528), 1);
+        assert_eq!(grid_size(257, false, 528), 2);
+        assert_eq!(grid_size(16384, false, 528), 64);
+        assert_eq!(grid_size(16384, true, 528), 528);
+        assert_eq!(grid_size(64, true, 528), 8);
+        assert_eq!(grid_size(0, true, 0), 1);
+    }
 
     #[test]
     fn args_match_the_cuda_struct_size() {

@@ -581,12 +581,7 @@ impl CudaMonitor {
         if tokens == 0 {
             return Ok(());
         }
-        let per_block = if logits {
-            BLOCK_THREADS / 32
-        } else {
-            BLOCK_THREADS
-        } as usize;
-        let grid = tokens.div_ceil(per_block).min(self.grid_cap as usize) as u32;
+        let grid = kernels::grid_size(tokens, logits, self.grid_cap);
         let shared = kernels::shared_bytes(self.layout.experts, logits) as u32;
         let f = if logits { &self.f_logits } else { &self.f_topk };
         self.ctx.bind_to_thread()?;
