@@ -804,6 +804,12 @@ mod tests {
     }
 
     #[test]
+    fn the_monitor_can_move_to_the_serving_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<CudaMonitor>();
+    }
+
+    #[test]
     fn a_null_device_pointer_is_named() {
         assert_eq!(
             nonnull(DevicePtr(0), "ids"),
