@@ -17,7 +17,7 @@
 //! and their absence is an error ([`CudaError::LibraryMissing`]), never a panic. Building
 //! needs neither.
 //!
-//! The [`reference`] module is a CPU model of the kernels; this example counts a step with it
+//! The [`reference`](mod@reference) module is a CPU model of the kernels; this example counts a step with it
 //! and merges the result into a recorder, as the monitor does with the device's counts:
 //!
 //! ```
@@ -68,7 +68,7 @@
 //! ```
 //!
 //! Modules: [`kernels`] (the CUDA source, NVRTC), [`layout`] (the accumulator and its merge),
-//! [`buffers`] (double-buffer bookkeeping), [`reference`] (the CPU model), and the monitor.
+//! [`buffers`] (double-buffer bookkeeping), [`reference`](mod@reference) (the CPU model), and the monitor.
 #![warn(missing_docs)]
 
 pub mod buffers;
