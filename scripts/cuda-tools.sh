@@ -12,7 +12,21 @@ _moescope_cuda_tools() {
   venv="$root/venv"
   if [ ! -x "$venv/bin/python" ]; then
     echo "== cuda-tools: creating $venv"
-    python3 -m venv "$venv" || return 1
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      # Debian and Ubuntu ship venv (ensurepip) separately: install it like test.sh does.
+      rm -rf "$venv"
+      local sudo=""
+      if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; fi
+      if command -v apt-get >/dev/null 2>&1; then
+        echo "== cuda-tools: installing python3-venv (Debian package)"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get update -q >/dev/null &&
+          DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv >/dev/null
+      fi
+      python3 -m venv "$venv" || {
+        echo "error: cuda-tools: python3 -m venv failed: install Python 3 with venv (Debian: python3-venv)" >&2
+        return 1
+      }
+    fi
   fi
   site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || return 1
   if ! ls "$site"/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null 2>&1 || [ ! -x "$site/nvidia/cu13/bin/ptxas" ]; then
