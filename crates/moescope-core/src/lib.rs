@@ -28,16 +28,20 @@
 //!
 //! Modules, in the order data flows: [`spec`] (the model), [`lang`] (tags to ids),
 //! [`batch`] (what the serving path passes), [`recorder`] (the hot path and the reader),
-//! [`sampling`] (per-language rates), [`window`] (the bucket ring and its memory bound),
-//! [`snapshot`] (the interchange format), [`clock`].
-#![warn(missing_docs)]
+//! [`sampling`] (per-language rates), [`window`] (the bucket ring, its running sums and its
+//! memory bound), [`snapshot`] (the interchange format); and the small shared pieces
+//! [`clock`], [`rng`] and [`background`].
 
+pub mod background;
 pub mod batch;
 pub mod bulk;
 pub mod clock;
 pub mod lang;
+// The one module of core with `unsafe`: a lock-free once-cell (each block carries its SAFETY).
+#[allow(unsafe_code)]
 mod lazy;
 pub mod recorder;
+pub mod rng;
 pub mod sampling;
 pub mod snapshot;
 pub mod spec;
@@ -56,6 +60,9 @@ pub use recorder::{
     MAX_WRITER_STRIPES, RECORD_TIME_BUCKETS_SECONDS, RECORD_TIME_SAMPLE_EVERY,
 };
 pub use sampling::{SamplingConfig, SamplingError, SamplingRate};
-pub use snapshot::*;
+pub use snapshot::{
+    BucketCounts, HalfCounts, LanguageCounts, LayerCounts, Snapshot, SnapshotError, WindowRange,
+    SNAPSHOT_FORMAT,
+};
 pub use spec::{ModelSpec, SpecError};
 pub use window::WindowConfig;

@@ -363,12 +363,27 @@ impl Ring {
 
     /// Adds a claimed stripe's staged counts into the current slot (and the window sums) and
     /// zeroes the stripe. `thresholds` are those of the stripe's epoch.
-    pub(crate) fn fold(&mut self, claim: &Claim<'_>, thresholds: &[AtomicU64]) {
+    ///
+    /// Counts staged for a language slot that is not `live` (its id was freed while a writer
+    /// still held it) are discarded, so a freed slot never carries counts into the language
+    /// that claims it next; returns how many tokens that discarded (the largest per-layer
+    /// count).
+    pub(crate) fn fold(
+        &mut self,
+        claim: &Claim<'_>,
+        thresholds: &[AtomicU64],
+        live: &[bool],
+    ) -> u64 {
         let slot = self.current();
         let (r, l, e) = (self.slots, self.layers, self.experts);
+        let mut discarded = 0;
         for (li, lazy) in claim.stripe.langs.iter().enumerate() {
             let Some(stage) = lazy.get() else { continue };
             if !stage.dirty.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            if !live.get(li).copied().unwrap_or(false) {
+                discarded += stage.clear();
                 continue;
             }
             let threshold = thresholds[li].load(Ordering::Relaxed);
@@ -480,6 +495,7 @@ impl Ring {
                 }
             }
         }
+        discarded
     }
 
     /// Tokens of language `li` in `slot`, weighted: the largest per-layer count.
@@ -597,6 +613,25 @@ impl Ring {
             })
             .collect();
         Some(language_counts(layers, sums.text, [half(0), half(1)]))
+    }
+
+    /// Whether language slot `li` has nothing in the window (no tokens, no text).
+    pub(crate) fn is_idle(&self, li: usize) -> bool {
+        self.langs
+            .get(li)
+            .and_then(Option::as_ref)
+            .is_none_or(|lang| lang.sums.raw_tokens == 0 && lang.sums.text == [0, 0])
+    }
+
+    /// Drops everything of language slot `li` (its slot was freed for another language),
+    /// including its totals since start.
+    pub(crate) fn forget(&mut self, li: usize) {
+        if let Some(lang) = self.langs.get_mut(li) {
+            *lang = None;
+        }
+        for slot in 0..self.slots {
+            self.thresholds[slot * self.lang_slots + li] = u64::MAX;
+        }
     }
 
     /// Language `li`'s totals since start: weighted tokens per layer and selections per

@@ -1,5 +1,7 @@
 //! After warm-up, `record` allocates nothing: a counting global allocator proves it.
 
+#![allow(unsafe_code)] // a counting global allocator
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

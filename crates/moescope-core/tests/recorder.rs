@@ -1051,3 +1051,159 @@ fn config_errors_name_their_field() {
     let err = Recorder::new(bad).unwrap_err();
     assert_eq!(err.field(), "spec.top_k");
 }
+
+/// A random lowercase tag of 2 to 5 letters.
+fn random_tag(x: &mut u64) -> String {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let v = *x;
+    (0..2 + (v >> 60) % 4)
+        .map(|i| (b'a' + ((v >> (8 * i)) % 26) as u8) as char)
+        .collect()
+}
+
+/// 10 000 random tags take every slot; once they have been idle for a whole window, a real
+/// language gets a slot of its own again, with exactly its own counts.
+#[test]
+fn a_flood_of_tags_cannot_take_the_slots_for_good() {
+    let spec = ModelSpec::new("flood", 8, 2, vec![0, 1]).unwrap();
+    let clock = ManualClock::new(T0 - T0 % 1000);
+    let window = WindowConfig {
+        bucket_ms: 1_000,
+        buckets: 5,
+    };
+    let rec = Recorder::builder(spec)
+        .window(window)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ids: [u32; 2] = [1, 2];
+    let en = rec.language("en");
+    let mut x = 1u64;
+    for _ in 0..10_000 {
+        let lang = rec.language(&random_tag(&mut x));
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
+            .unwrap();
+    }
+    assert!(rec.registry().over_cap_tags() > 9_000);
+    assert_eq!(rec.language("fr"), moescope_core::LangId::OTHER);
+    // en keeps recording and interning: it is never idle, so it keeps its slot.
+    for _ in 0..7 {
+        clock.advance_ms(1_000);
+        rec.language("en");
+        rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
+            .unwrap();
+        rec.upkeep();
+    }
+    assert_eq!(rec.registry().recycled_slots(), 31);
+    let fr = rec.language("fr");
+    assert_ne!(fr, moescope_core::LangId::OTHER);
+    assert_eq!(rec.language("en"), en);
+    rec.record(&RouterBatch::at_depth(
+        0,
+        &[3u32, 4, 3, 5],
+        Languages::All(fr),
+    ))
+    .unwrap();
+    let s = rec.snapshot();
+    let counts = &s.languages["fr"];
+    assert_eq!(counts.layers[0].tokens, 2.0);
+    assert_eq!(
+        counts.layers[0].expert_tokens,
+        [0.0, 0.0, 0.0, 2.0, 1.0, 1.0, 0.0, 0.0]
+    );
+    assert_eq!(counts.layers[1].tokens, 0.0);
+    // en's window: 4 of its 7 tokens (each folded into the bucket the upkeep after it closed:
+    // buckets 0..=6; the window holds the current bucket 7 and buckets 3..=6).
+    assert_eq!(s.languages["en"].layers[1].tokens, 4.0);
+    // The flood's tags are gone; their totals too.
+    assert!(s
+        .languages
+        .keys()
+        .all(|k| ["en", "fr"].contains(&k.as_str())));
+    let totals = rec.totals();
+    assert!(
+        totals
+            .keys()
+            .all(|k| ["en", "fr", "other", "und"].contains(&k.as_str())),
+        "{:?}",
+        totals.keys().collect::<Vec<_>>()
+    );
+}
+
+/// With an allowlist, a flood takes no slot at all.
+#[test]
+fn an_allowlist_keeps_slots_for_the_listed_languages() {
+    let spec = ModelSpec::new("allow", 8, 2, vec![0]).unwrap();
+    let rec = Recorder::builder(spec)
+        .allowed_languages(["en", "fr", "zh_hant"])
+        .build()
+        .unwrap();
+    let ids: [u32; 2] = [1, 2];
+    let mut x = 1u64;
+    for _ in 0..10_000 {
+        let tag = random_tag(&mut x);
+        let lang = rec.language(&tag);
+        if !["en", "fr", "und", "other"].contains(&tag.as_str()) {
+            assert_eq!(lang, moescope_core::LangId::OTHER, "{tag}");
+        }
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
+            .unwrap();
+    }
+    let fr = rec.language("fr");
+    assert_ne!(fr, moescope_core::LangId::OTHER);
+    assert_ne!(rec.language("zh-Hant"), moescope_core::LangId::OTHER);
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(fr)))
+        .unwrap();
+    let s = rec.snapshot();
+    assert!(s.languages["fr"].tokens >= 1.0);
+    assert!(rec.registry().not_allowed_tags() > 9_000);
+    let err = Recorder::builder(ModelSpec::new("allow", 8, 2, vec![0]).unwrap())
+        .allowed_languages(["en", "not a tag"])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "allowed_languages");
+}
+
+/// An id kept past its language's recycling counts nowhere: its counts are dropped (as
+/// `unknown_language`) rather than given to the language that takes the slot next.
+#[test]
+fn a_stale_id_never_counts_for_the_next_language_of_its_slot() {
+    let spec = ModelSpec::new("stale", 8, 2, vec![0]).unwrap();
+    let clock = ManualClock::new(T0 - T0 % 1000);
+    let rec = Recorder::builder(spec)
+        .window(WindowConfig {
+            bucket_ms: 1_000,
+            buckets: 2,
+        })
+        .max_languages(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ids: [u32; 2] = [1, 2];
+    let xx = rec.language("xx");
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(xx)))
+        .unwrap();
+    assert_eq!(rec.language("yy"), moescope_core::LangId::OTHER); // full: pressure
+    rec.upkeep(); // xx's token is in the window: xx is not idle
+    assert_eq!(rec.registry().recycled_slots(), 0);
+    clock.advance_ms(5_000); // past the window: it has left
+    rec.upkeep();
+    assert_eq!(rec.registry().recycled_slots(), 1);
+    // The stale id records; the next fold drops it.
+    let got = rec
+        .record(&RouterBatch::at_depth(0, &[7u32, 7], Languages::All(xx)))
+        .unwrap();
+    assert_eq!(got.recorded, 1, "{got:?}");
+    rec.upkeep();
+    assert_eq!(rec.dropped(DropReason::UnknownLanguage), 1);
+    let yy = rec.language("yy");
+    assert_eq!(yy, xx, "the freed slot is taken again");
+    rec.record(&RouterBatch::at_depth(0, &[3u32, 4], Languages::All(yy)))
+        .unwrap();
+    let s = rec.snapshot();
+    assert_eq!(s.languages["yy"].layers[0].expert_tokens[7], 0.0);
+    assert_eq!(s.languages["yy"].layers[0].tokens, 1.0);
+    assert!(!s.languages.contains_key("xx"));
+}

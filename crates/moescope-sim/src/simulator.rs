@@ -8,8 +8,8 @@ use moescope_core::{
 };
 
 use crate::profile::{Collapse, EntropyProfile, LanguageProfile, SimError};
-use crate::rng::{derive_seed, Rng};
 use crate::routing::{self, Router, ORDERS};
+use moescope_core::rng::{derive_seed, Rng};
 
 /// How far the language shares may sum from 1 before [`Simulator::new`] refuses them (they
 /// are then rescaled to sum to exactly 1).

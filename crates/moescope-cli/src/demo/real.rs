@@ -464,18 +464,6 @@ fn http_loop(
     }
 }
 
-/// A small deterministic generator (xorshift64*) for the load mix.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Posts the mix to the server over HTTP, `rps` requests per second, until stopped.
 fn load_loop(
     addr: SocketAddr,
@@ -486,7 +474,7 @@ fn load_loop(
     stop: &AtomicBool,
 ) {
     let total: f64 = mix.iter().map(|(_, s)| s).sum();
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = moescope_core::rng::Rng::new(seed);
     let every = Duration::from_secs_f64(1.0 / rps.max(0.1));
     let start = Instant::now();
     let mut sent = 0u32;

@@ -23,6 +23,7 @@ use crate::window::{Ring, WindowConfig};
 /// assert_eq!(recorder.spec().num_experts, 64);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[must_use]
 pub struct RecorderBuilder {
     spec: ModelSpec,
     window: WindowConfig,
@@ -31,6 +32,7 @@ pub struct RecorderBuilder {
     clock: Arc<dyn Clock>,
     seed: u64,
     stripes: usize,
+    allowlist: Option<Vec<String>>,
 }
 
 impl RecorderBuilder {
@@ -43,6 +45,14 @@ impl RecorderBuilder {
     /// The cap on tracked languages (default 32); later tags count as `other`.
     pub fn max_languages(mut self, max: usize) -> Self {
         self.max_languages = max;
+        self
+    }
+
+    /// Only these language tags get series of their own; every other tag counts as `other`
+    /// (default: any valid tag, up to the cap). With an allowlist no client can take a slot
+    /// that a real language needs.
+    pub fn allowed_languages<S: AsRef<str>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.allowlist = Some(tags.into_iter().map(|t| t.as_ref().to_owned()).collect());
         self
     }
 
@@ -136,7 +146,12 @@ impl RecorderBuilder {
                 ),
             ));
         }
-        let registry = LanguageRegistry::new(self.max_languages);
+        let mut registry = LanguageRegistry::new(self.max_languages);
+        if let Some(list) = &self.allowlist {
+            registry = registry
+                .with_allowlist(list)
+                .map_err(|e| ConfigError::new("allowed_languages", e.to_string()))?;
+        }
         let lang_slots = registry.slot_count();
         let (layers, experts) = (self.spec.num_moe_layers(), self.spec.num_experts as usize);
         let now = self.clock.now_unix_ms();
@@ -183,6 +198,7 @@ impl Recorder {
             clock: Arc::new(SystemClock),
             seed: 0x6d6f_6573_636f_7065, // "moescope"
             stripes: default_stripes(),
+            allowlist: None,
         }
     }
 

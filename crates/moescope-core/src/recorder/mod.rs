@@ -140,13 +140,14 @@ impl Recorder {
     /// The id of a request's language tag, interning it the first time. Untrusted input is
     /// fine: see [`LanguageRegistry::intern`]. Call it once per request, not per layer.
     pub fn language(&self, tag: &str) -> LangId {
-        self.registry.intern_with(tag, |id, tag| {
-            // Before the id is visible: its sampling threshold in both epochs.
-            let t = threshold_for_rate(self.sampling.rate_for_tag(tag).initial_rate());
-            for parity in &self.thresholds {
-                parity[id.index()].store(t, Ordering::Relaxed);
-            }
-        })
+        self.registry
+            .intern_with(tag, self.clock.now_unix_ms(), |id, tag| {
+                // Before the id is visible: its sampling threshold in both epochs.
+                let t = threshold_for_rate(self.sampling.rate_for_tag(tag).initial_rate());
+                for parity in &self.thresholds {
+                    parity[id.index()].store(t, Ordering::Relaxed);
+                }
+            })
     }
 
     /// Tokens dropped so far for `reason`.

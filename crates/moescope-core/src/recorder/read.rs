@@ -10,6 +10,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use super::{LanguageTotals, ReaderState, RecordTimes, Recorder, RECORD_TIME_BUCKETS_SECONDS};
+use crate::background::PeriodicThread;
+use crate::batch::DropReason;
 use crate::sampling::threshold_for_rate;
 use crate::snapshot::{BucketCounts, LanguageCounts, Snapshot, WindowRange};
 
@@ -23,6 +25,7 @@ impl Recorder {
         let mut st = self.lock();
         self.rotate_due(&mut st, now);
         self.fold_all(&mut st);
+        self.recycle_idle(&mut st, now);
     }
 
     /// The sampled durations of `record` calls since the last call, and resets them.
@@ -96,32 +99,56 @@ impl Recorder {
     /// # Errors
     /// The OS error if the thread cannot be spawned.
     pub fn spawn_upkeep(self: &Arc<Self>, every: Duration) -> std::io::Result<UpkeepThread> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let recorder = Arc::downgrade(self);
-        let handle = std::thread::Builder::new()
-            .name("moescope-upkeep".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(every) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => match recorder.upgrade() {
-                        Some(r) => r.upkeep(),
-                        None => return,
-                    },
-                    _ => return,
-                }
-            })?;
-        Ok(UpkeepThread {
-            stop: Some(stop),
-            handle: Some(handle),
+        PeriodicThread::spawn("moescope-upkeep", every, move || match recorder.upgrade() {
+            Some(r) => {
+                r.upkeep();
+                true
+            }
+            None => false,
         })
     }
 
     /// Folds every stripe into the current bucket (waiting for writers to let go of each; the
     /// reader may wait, writers never do).
     fn fold_all(&self, st: &mut ReaderState) {
+        let live = self.live_slots();
+        let mut discarded = 0;
         for stripe in self.stripes.iter() {
             let claim = stripe.claim_waiting();
             let parity = (stripe.epoch.load(Ordering::Relaxed) & 1) as usize;
-            st.ring.fold(&claim, &self.thresholds[parity]);
+            discarded += st.ring.fold(&claim, &self.thresholds[parity], &live);
+        }
+        if discarded > 0 {
+            self.count_drop(DropReason::UnknownLanguage, discarded);
+        }
+    }
+
+    /// Which language slots hold a language now (`und` and `other` always).
+    fn live_slots(&self) -> Vec<bool> {
+        let mut live = vec![false; self.registry.slot_count()];
+        for (id, _) in self.registry.languages() {
+            live[id.index()] = true;
+        }
+        live
+    }
+
+    /// Gives back the slots of languages idle for the whole window when new tags are waiting
+    /// for one (see [`LanguageRegistry`](crate::LanguageRegistry)): not interned since the
+    /// window began, and nothing of theirs left in it.
+    fn recycle_idle(&self, st: &mut ReaderState, now: u64) {
+        let span = self
+            .window
+            .bucket_ms
+            .saturating_mul(self.window.buckets as u64 + 1);
+        let Some(since) = now.checked_sub(span) else {
+            return;
+        };
+        let freed = self
+            .registry
+            .free_idle(since, |id| st.ring.is_idle(id.index()));
+        for id in freed {
+            st.ring.forget(id.index());
         }
     }
 
@@ -166,10 +193,15 @@ impl Recorder {
         }
         // 3. Fold the rest of the closing epoch and move each stripe to the next one.
         let current = &self.thresholds[(st.epoch & 1) as usize];
+        let live = self.live_slots();
+        let mut discarded = 0;
         for stripe in self.stripes.iter() {
             let claim = stripe.claim_waiting();
-            st.ring.fold(&claim, current);
+            discarded += st.ring.fold(&claim, current, &live);
             stripe.epoch.store(st.epoch + 1, Ordering::Relaxed); // published by the release
+        }
+        if discarded > 0 {
+            self.count_drop(DropReason::UnknownLanguage, discarded);
         }
         // 4. Open the next bucket.
         st.ring.rotate(boundary);
@@ -262,17 +294,4 @@ fn merge(langs: &mut BTreeMap<String, LanguageCounts>, tag: &str, counts: Langua
 }
 
 /// The background upkeep thread of [`Recorder::spawn_upkeep`]; dropping it stops the thread.
-#[derive(Debug)]
-pub struct UpkeepThread {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for UpkeepThread {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
+pub type UpkeepThread = PeriodicThread;

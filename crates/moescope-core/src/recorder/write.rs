@@ -89,7 +89,7 @@ impl<I: ExpertId> Call<'_, I> {
 }
 
 impl Recorder {
-    fn count_drop(&self, reason: DropReason, tokens: u64) {
+    pub(super) fn count_drop(&self, reason: DropReason, tokens: u64) {
         self.drops[reason.index()].fetch_add(tokens, Ordering::Relaxed);
     }
 

@@ -42,8 +42,89 @@ use crate::spec::ModelSpec;
 mod json_format;
 mod validate;
 
+/// Collections deserialized with a cap on their length, checked as elements arrive.
+mod bounded {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    use super::{BucketCounts, LanguageCounts, MAX_SNAPSHOT_BUCKETS, MAX_SNAPSHOT_LANGUAGES};
+
+    struct Capped<T>(usize, PhantomData<T>);
+
+    impl<'de> Visitor<'de> for Capped<BTreeMap<String, LanguageCounts>> {
+        type Value = BTreeMap<String, LanguageCounts>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an object of at most {} languages", self.0)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, LanguageCounts>()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!(
+                        "more than {} languages; at most {} are accepted",
+                        self.0, self.0
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Capped<Vec<BucketCounts>> {
+        type Value = Vec<BucketCounts>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an array of at most {} buckets", self.0)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(bucket) = seq.next_element::<BucketCounts>()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!(
+                        "more than {} buckets; at most {} are accepted",
+                        self.0, self.0
+                    )));
+                }
+                out.push(bucket);
+            }
+            Ok(out)
+        }
+    }
+
+    pub(super) fn languages<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, LanguageCounts>, D::Error> {
+        d.deserialize_map(Capped::<BTreeMap<String, LanguageCounts>>(
+            MAX_SNAPSHOT_LANGUAGES,
+            PhantomData,
+        ))
+    }
+
+    pub(super) fn buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BucketCounts>, D::Error> {
+        d.deserialize_seq(Capped::<Vec<BucketCounts>>(
+            MAX_SNAPSHOT_BUCKETS,
+            PhantomData,
+        ))
+    }
+}
+
 use json_format::NumberArraysInline;
 pub use validate::is_valid_language_key;
+
+/// Most languages a snapshot (its window, and each bucket) may hold: far above what a recorder
+/// tracks (at most 1 026 slots), low enough that a hostile file cannot make the reader allocate
+/// without bound.
+pub const MAX_SNAPSHOT_LANGUAGES: usize = 4_096;
+
+/// Most buckets a snapshot may hold (a recorder's window has at most 100 000).
+pub const MAX_SNAPSHOT_BUCKETS: usize = 100_000;
 
 /// The value of the `"format"` key of every snapshot file this module reads or writes.
 pub const SNAPSHOT_FORMAT: &str = "moescope.snapshot/v1";
@@ -81,7 +162,7 @@ pub struct BucketCounts {
     /// The bucket's time range.
     pub window: WindowRange,
     /// Keyed like [`Snapshot::languages`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::languages")]
     pub languages: BTreeMap<String, LanguageCounts>,
 }
 
@@ -273,8 +354,13 @@ impl Snapshot {
             Ok(repr) => repr,
             Err(err) => {
                 // A file of another format version may differ in shape: report the version.
-                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) {
-                    check_format(map.get("format"))?;
+                // Only the `format` key is kept; the rest is skipped without allocating.
+                #[derive(Deserialize)]
+                struct FormatOnly {
+                    format: Option<Value>,
+                }
+                if let Ok(FormatOnly { format }) = serde_json::from_str::<FormatOnly>(json) {
+                    check_format(format.as_ref())?;
                 }
                 return Err(err);
             }
@@ -355,9 +441,9 @@ struct SnapshotRepr {
     model: ModelSpec,
     #[serde(default)]
     window: Option<WindowRange>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::languages")]
     languages: BTreeMap<String, LanguageCounts>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::buckets")]
     buckets: Vec<BucketCounts>,
 }
 
