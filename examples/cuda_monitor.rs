@@ -40,6 +40,7 @@ extern "C" __global__ void toy_router(unsigned short* logits, const unsigned sho
 }
 "#;
 
+#[allow(unsafe_code)] // a stack's kernel launch and raw device addresses handed to the monitor
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = match open_device(0) {
         Ok(ctx) => ctx,

@@ -33,7 +33,7 @@
 
 // The types a serving binary touches, at the root; everything else under its module.
 pub use moescope_core::{
-    background, batch, clock, lang, recorder, rng, sampling, snapshot, spec, window,
+    background, batch, bulk, clock, lang, recorder, rng, sampling, snapshot, spec, window,
 };
 pub use moescope_core::{
     ConfigError, DropReason, LangId, Languages, ModelSpec, RecordError, Recorded, Recorder,

@@ -63,6 +63,7 @@ fn time(
     (median(dev), median(host))
 }
 
+#[allow(unsafe_code)] // raw device addresses handed to the monitor
 fn main() {
     let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
     let ctx = match open_device(0) {
@@ -135,13 +136,14 @@ fn main() {
             logits: ptr(&logits_d, &stream),
             dtype: FloatType::Bf16,
         };
-        // SAFETY (both closures): the buffers hold `t` rows and outlive the timed launches.
-        let (d, h) = time(&stream, &mut m, |m, i| unsafe {
-            m.record_topk(i % layers, t, &topk, &info).unwrap()
+        let (d, h) = time(&stream, &mut m, |m, i| {
+            // SAFETY: the buffers hold `t` rows and outlive the timed launches.
+            unsafe { m.record_topk(i % layers, t, &topk, &info).unwrap() }
         });
         rows.push((t, "topk_i32_f32_weights", d, h));
-        let (d, h) = time(&stream, &mut m, |m, i| unsafe {
-            m.record_logits(i % layers, t, &lg, &info).unwrap()
+        let (d, h) = time(&stream, &mut m, |m, i| {
+            // SAFETY: as above, `t` rows of logits.
+            unsafe { m.record_logits(i % layers, t, &lg, &info).unwrap() }
         });
         rows.push((t, "logits_bf16", d, h));
         for r in &rows[rows.len() - 2..] {

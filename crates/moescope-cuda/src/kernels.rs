@@ -59,12 +59,14 @@ pub fn grid_size(tokens: usize, logits: bool, grid_cap: u32) -> u32 {
 }
 
 /// Whether NVRTC (`libnvrtc`, CUDA 13) can be loaded.
+#[allow(unsafe_code)] // a dynamic-library probe
 pub fn nvrtc_available() -> bool {
     // SAFETY: only tries to open the library with libloading; calls nothing in it.
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
 /// Whether the CUDA driver library (`libcuda`) can be loaded. A GPU may still be absent.
+#[allow(unsafe_code)] // a dynamic-library probe
 pub fn driver_available() -> bool {
     // SAFETY: only tries to open the library with libloading; calls nothing in it.
     unsafe { cudarc::driver::sys::is_culib_present() }
@@ -122,6 +124,7 @@ pub(crate) struct Args {
     pub pad: u32,
 }
 
+#[allow(unsafe_code)]
 // SAFETY: `Args` is `repr(C)`, plain integers with no padding (9 × 8 + 10 × 4 = 112 bytes),
 // laid out exactly as the CUDA struct it is passed by value to.
 unsafe impl cudarc::driver::DeviceRepr for Args {}

@@ -265,6 +265,7 @@ pub(crate) fn merge_words(layout: Layout, w: &[u64], recorder: &Recorder) -> Mer
 }
 
 /// Reinterprets words holding `f64` bits as `f64`s.
+#[allow(unsafe_code)] // a same-size, same-alignment slice cast
 fn bytemuck_f64(words: &[u64]) -> &[f64] {
     // SAFETY: u64 and f64 have the same size and alignment, and every bit pattern is a valid
     // f64; the slice's length and lifetime are kept.

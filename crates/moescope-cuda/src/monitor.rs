@@ -402,9 +402,9 @@ impl CudaMonitor {
         let tags = DeviceBuffer::zeroed(&ctx, config.max_tokens * 2)?;
         let valid = DeviceBuffer::zeroed(&ctx, 4)?;
         let copy_raw = result::stream::create(result::stream::StreamKind::NonBlocking)?;
-        // SAFETY: a stream of this context that the monitor created; `OwnedStream` destroys it
-        // after the wrapper's last use.
         let copy = OwnedStream {
+            // SAFETY: a stream of this context that the monitor created; `OwnedStream`
+            // destroys it after the wrapper's last use.
             stream: unsafe { ctx.wrap_borrowed_stream(copy_raw) },
         };
         let tag_staging = (0..TAG_STAGING)

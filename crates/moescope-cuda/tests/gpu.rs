@@ -126,6 +126,7 @@ fn upload(case: &Case, stream: &Arc<CudaStream>) -> Uploaded {
 }
 
 /// Runs `case` once through `monitor` (without flushing).
+#[allow(unsafe_code)] // raw device addresses handed to the monitor
 fn launch(monitor: &mut CudaMonitor, case: &Case, up: &Uploaded) {
     monitor.stage_valid_tokens(case.valid() as u32).unwrap();
     let info = TokenInfo {
@@ -197,6 +198,7 @@ fn gpu_counts_match_cpu_recorder() {
 }
 
 #[test]
+#[allow(unsafe_code)] // raw device addresses handed to the monitor
 fn gpu_drops_are_counted_by_reason() {
     let test = "gpu_drops_are_counted_by_reason";
     let Some((_ctx, stream)) = device(test) else {
@@ -254,6 +256,7 @@ fn gpu_drops_are_counted_by_reason() {
 }
 
 #[test]
+#[allow(unsafe_code)] // raw device addresses handed to the monitor
 fn gpu_graph_replays_count_every_replay() {
     let test = "gpu_graph_replays_count_every_replay";
     let Some((_ctx, stream)) = device(test) else {
