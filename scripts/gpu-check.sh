@@ -9,7 +9,7 @@
 #   baselines.py      the PyTorch baselines and the comparison table
 #   run.sh            runs all of it
 # Copy the folder to a machine with an NVIDIA GPU (compute capability 8.0+), the CUDA 13
-# driver, Python 3 and PyTorch, and run `bash gpu-check/run.sh` there: it prints the suite's
+# driver, glibc 2.34 or later, Python 3 and PyTorch, and run `bash gpu-check/run.sh` there: it prints the suite's
 # results and the benchmark table, and writes results.md next to itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
