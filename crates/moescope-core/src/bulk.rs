@@ -306,17 +306,11 @@ mod tests {
             .unwrap()
     }
 
-    /// A tiny deterministic generator (xorshift) so the test needs no extra dependency.
-    struct Gen(u64);
+    /// The crate's deterministic generator, with the two draws these tests use.
+    struct Gen(crate::rng::Rng);
     impl Gen {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            self.0.below(n as usize) as u64
         }
     }
 
@@ -365,7 +359,7 @@ mod tests {
         assert_eq!(ids_a, ids_b);
         let salt = merged.split_salt();
         assert_eq!(salt, by_token.split_salt());
-        let mut g = Gen(0x1234_5678_9abc_def1);
+        let mut g = Gen(crate::rng::Rng::new(0x1234_5678_9abc_def1));
         let mut agg: Vec<Vec<Agg>> = (0..LAYERS)
             .map(|_| {
                 (0..tags.len())

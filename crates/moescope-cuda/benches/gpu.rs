@@ -99,7 +99,7 @@ fn main() {
         ctx.compute_capability().unwrap(),
         m.layout().bytes() / 1024
     );
-    let mut g = common::Gen(2026);
+    let mut g = common::Gen::new(2026);
     let mut rows = Vec::new();
     println!(
         "{:>6} {:>28} {:>12} {:>12}",

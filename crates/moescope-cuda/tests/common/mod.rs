@@ -15,22 +15,18 @@ pub const TAGS: [&str; 3] = ["he", "en", "sw"];
 /// The recorder's language cap: tags ≥ 2 + CAP are out of range on the device.
 pub const CAP: usize = 4;
 
-/// A small deterministic generator (SplitMix64).
-pub struct Gen(pub u64);
+/// moescope's deterministic generator, with the draws the cases use.
+pub struct Gen(moescope_core::rng::Rng);
 impl Gen {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    pub fn new(seed: u64) -> Gen {
+        Gen(moescope_core::rng::Rng::new(seed))
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n as usize) as u64
     }
     /// Uniform in [-1, 1).
     pub fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        (self.0.next_f64() * 2.0 - 1.0) as f32
     }
     pub fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
@@ -114,7 +110,7 @@ fn round(x: f32, t: FloatType) -> (f32, u16) {
 
 impl Case {
     pub fn new(shape: Shape, seed: u64) -> Case {
-        let mut g = Gen(seed);
+        let mut g = Gen::new(seed);
         let (t, e, k) = (shape.tokens, shape.experts, shape.k);
         let layer = g.below(shape.layers as u64) as usize;
         let faults = shape.faults;
