@@ -52,6 +52,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings (all features)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+echo "== loom: the stripe protocol under every interleaving (scripts/loom.sh)"
+bash scripts/loom.sh
+
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -46,6 +46,7 @@ pub mod sampling;
 pub mod snapshot;
 pub mod spec;
 mod stage;
+mod sync;
 pub mod window;
 
 pub use batch::{

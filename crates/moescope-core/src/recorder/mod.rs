@@ -16,8 +16,8 @@
 //! They fold the stripes into the reader-owned rolling window ([`crate::window`]), rotate it
 //! when a bucket boundary has passed, and merge its buckets into a [`Snapshot`].
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch::DropReason;
