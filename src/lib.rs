@@ -33,7 +33,7 @@
 
 // The types a serving binary touches, at the root; everything else under its module.
 pub use moescope_core::{
-    background, batch, clock, lang, recorder, rng, sampling, snapshot, spec, window,
+    background, batch, bulk, clock, lang, recorder, rng, sampling, snapshot, spec, window,
 };
 pub use moescope_core::{
     ConfigError, DropReason, LangId, Languages, ModelSpec, RecordError, Recorded, Recorder,
@@ -64,3 +64,7 @@ pub use moescope_sim as sim;
 /// The CPU path (feature `tract`): an ONNX MoE model run by tract, its routers recorded.
 #[cfg(feature = "tract")]
 pub use moescope_tract as tract;
+
+/// The CUDA path (feature `cuda`): count routing on the GPU, in the serving stack's stream.
+#[cfg(feature = "cuda")]
+pub use moescope_cuda as cuda;
