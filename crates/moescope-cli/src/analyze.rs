@@ -501,10 +501,10 @@ fn layer_cells(r: &LayerRow, p: Option<moescope_stats::PairMetrics>) -> Vec<Stri
         count(m.active_experts),
         num(m.selection_entropy_bits, 3),
         signed(p.entropy_gap_bits, 3),
-        num(p.cosine, 3),
+        num(p.cosine_similarity, 3),
         num(p.js_divergence_bits, 4),
-        num(p.topk_overlap, 3),
-        num(p.spearman, 3),
+        num(p.topk_overlap_ratio, 3),
+        num(p.spearman_rho, 3),
         num(p.kendall_tau_b, 3),
     ]
 }
@@ -524,8 +524,8 @@ fn opt(x: Option<f64>) -> String {
 fn analysis_csv(a: &Analysis) -> String {
     let mut out = String::from(
         "lang,reference,layer,depth,deep,tokens,usage_entropy_bits,normalized_entropy,gini,\
-         active_experts,selection_entropy_bits,entropy_gap_bits,cosine,js_divergence_bits,\
-         topk_overlap,spearman,kendall_tau_b\n",
+         active_experts,selection_entropy_bits,entropy_gap_bits,cosine_similarity,js_divergence_bits,\
+         topk_overlap_ratio,spearman_rho,kendall_tau_b\n",
     );
     for r in &a.layers {
         let p: Option<&PairRow> = a.pair_row(&r.lang, &a.reference, r.depth);
@@ -548,10 +548,10 @@ fn analysis_csv(a: &Analysis) -> String {
             m.active_experts.map_or_else(String::new, |v| v.to_string()),
             opt(m.selection_entropy_bits),
             opt(pm.entropy_gap_bits),
-            opt(pm.cosine),
+            opt(pm.cosine_similarity),
             opt(pm.js_divergence_bits),
-            opt(pm.topk_overlap),
-            opt(pm.spearman),
+            opt(pm.topk_overlap_ratio),
+            opt(pm.spearman_rho),
             opt(pm.kendall_tau_b),
         ];
         out.push_str(&cells.join(","));
@@ -660,7 +660,7 @@ fn diff_table(d: &AnalysisDiff) -> String {
                 num(r.usage_entropy_bits.candidate, 3),
                 signed(r.usage_entropy_bits.delta, 3),
                 signed(r.gini.delta, 3),
-                signed(r.cosine.delta, 3),
+                signed(r.cosine_similarity.delta, 3),
             ]
         })
         .collect();
@@ -701,8 +701,8 @@ fn diff_table(d: &AnalysisDiff) -> String {
 fn diff_csv(d: &AnalysisDiff) -> String {
     let mut out = String::from(
         "lang,layer,depth,deep,usage_entropy_bits_base,usage_entropy_bits_candidate,\
-         usage_entropy_bits_delta,gini_base,gini_candidate,gini_delta,cosine_base,\
-         cosine_candidate,cosine_delta\n",
+         usage_entropy_bits_delta,gini_base,gini_candidate,gini_delta,cosine_similarity_base,\
+         cosine_similarity_candidate,cosine_similarity_delta\n",
     );
     for r in &d.layers {
         let cells = [
@@ -716,9 +716,9 @@ fn diff_csv(d: &AnalysisDiff) -> String {
             opt(r.gini.base),
             opt(r.gini.candidate),
             opt(r.gini.delta),
-            opt(r.cosine.base),
-            opt(r.cosine.candidate),
-            opt(r.cosine.delta),
+            opt(r.cosine_similarity.base),
+            opt(r.cosine_similarity.candidate),
+            opt(r.cosine_similarity.delta),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');

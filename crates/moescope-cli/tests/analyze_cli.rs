@@ -103,10 +103,10 @@ fn analyze_json_matches_hand_computed_values() {
     let p = find(&j["pairs"], |r| r["lang"] == "he" && r["layer"] == 15);
     assert_eq!(p["reference"], "en");
     assert!(close(&p["entropy_gap_bits"], 0.643_220));
-    assert!(close(&p["cosine"], 0.693_375));
+    assert!(close(&p["cosine_similarity"], 0.693_375));
     assert!(close(&p["js_divergence_bits"], 0.151_911));
-    assert!(close(&p["topk_overlap"], 1.0));
-    assert!(p["spearman"].is_null());
+    assert!(close(&p["topk_overlap_ratio"], 1.0));
+    assert!(p["spearman_rho"].is_null());
     assert!(p["kendall_tau_b"].is_null());
     // Only pairs against the reference without --all-pairs.
     assert!(j["pairs"]
@@ -175,11 +175,11 @@ fn analyze_all_pairs_adds_language_pairs() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let j = stdout_json(&out);
-    // he–ja at layer 15: cosine((0.7, 0.1, 0.1, 0.1), (0.3, 0.2, 0.3, 0.2)) = 0.761500.
+    // he–ja at layer 15: cosine_similarity((0.7, 0.1, 0.1, 0.1), (0.3, 0.2, 0.3, 0.2)) = 0.761500.
     let p = find(&j["pairs"], |r| {
         r["lang"] == "he" && r["reference"] == "ja" && r["layer"] == 15
     });
-    assert!(close(&p["cosine"], 0.761_500));
+    assert!(close(&p["cosine_similarity"], 0.761_500));
     // 2 reference pairs + 1 other pair, 8 layers each.
     assert_eq!(j["pairs"].as_array().unwrap().len(), 24);
 }
@@ -291,7 +291,7 @@ fn diff_repaired_exits_0() {
     let l = find(&j["layers"], |r| r["lang"] == "he" && r["layer"] == 15);
     assert!(close(&l["usage_entropy_bits"]["delta"], 0.643_220));
     assert!(close(&l["gini"]["delta"], -0.45));
-    assert!(close(&l["cosine"]["delta"], 1.0 - 0.693_375));
+    assert!(close(&l["cosine_similarity"]["delta"], 1.0 - 0.693_375));
     // LSI at τ = 0.2 before and after (all shared in both).
     let lsi = find(&j["lsi"], |r| r["lang"] == "he");
     assert_eq!(lsi["base"]["shared"], 4);

@@ -169,11 +169,11 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
         let (layer, lang) = (row["layer"].to_string(), row["lang"].as_str().unwrap());
         for (metric, field) in [
             ("moe_routing_entropy_gap_bits", "entropy_gap_bits"),
-            ("moe_routing_cosine_similarity", "cosine"),
+            ("moe_routing_cosine_similarity", "cosine_similarity"),
             ("moe_routing_js_divergence_bits", "js_divergence_bits"),
-            ("moe_routing_topk_overlap_ratio", "topk_overlap"),
-            ("moe_routing_spearman_rho", "spearman"),
-            ("moe_routing_kendall_tau", "kendall_tau_b"),
+            ("moe_routing_topk_overlap_ratio", "topk_overlap_ratio"),
+            ("moe_routing_spearman_rho", "spearman_rho"),
+            ("moe_routing_kendall_tau_b", "kendall_tau_b"),
         ] {
             let labels = [
                 ("model", MODEL),

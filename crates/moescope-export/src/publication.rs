@@ -104,7 +104,7 @@ catalogue! {
         "Share of the reference's top-K experts that are also among the language's top-K.";
     SPEARMAN_RHO = "moe_routing_spearman_rho", Gauge, "", ["model", "layer", "lang", "reference"],
         "Spearman rank correlation of expert usage between the language and the reference.";
-    KENDALL_TAU = "moe_routing_kendall_tau", Gauge, "", ["model", "layer", "lang", "reference"],
+    KENDALL_TAU = "moe_routing_kendall_tau_b", Gauge, "", ["model", "layer", "lang", "reference"],
         "Kendall tau-b rank correlation of expert usage between the language and the reference.";
     PAIR_JS_DIVERGENCE_BITS = "moe_routing_pair_js_divergence_bits", Gauge, "bits", ["model", "layer", "lang_a", "lang_b"],
         "Jensen-Shannon divergence (base 2) between the expert usage of two languages, for every pair of the busiest languages.";

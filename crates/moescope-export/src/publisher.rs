@@ -178,10 +178,10 @@ impl Publisher {
             let l = [layer.as_str(), row.lang.as_str(), reference];
             let m = &row.metrics;
             out.push_opt(ENTROPY_GAP_BITS, &l, m.entropy_gap_bits);
-            out.push_opt(COSINE_SIMILARITY, &l, m.cosine);
+            out.push_opt(COSINE_SIMILARITY, &l, m.cosine_similarity);
             out.push_opt(JS_DIVERGENCE_BITS, &l, m.js_divergence_bits);
-            out.push_opt(TOPK_OVERLAP_RATIO, &l, m.topk_overlap);
-            out.push_opt(SPEARMAN_RHO, &l, m.spearman);
+            out.push_opt(TOPK_OVERLAP_RATIO, &l, m.topk_overlap_ratio);
+            out.push_opt(SPEARMAN_RHO, &l, m.spearman_rho);
             out.push_opt(KENDALL_TAU, &l, m.kendall_tau_b);
         }
         for row in &a.split_half {
@@ -189,7 +189,7 @@ impl Publisher {
             out.push_opt(
                 SPLIT_HALF_COSINE_SIMILARITY,
                 &[layer.as_str(), row.lang.as_str()],
-                row.metrics.cosine,
+                row.metrics.cosine_similarity,
             );
         }
         for row in a.lsi.iter().filter(|r| r.reference == reference) {

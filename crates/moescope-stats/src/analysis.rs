@@ -17,8 +17,9 @@ use crate::collapse::{
     collapse_score, deep_layers, middle_layers, CollapseConfig, CollapseEvidence, CollapseScore,
 };
 use crate::vector::{
-    active_experts, classify_lsi, cosine, gini, js_divergence_bits, kendall_tau_b, lsi,
-    normalized_entropy, sample_std, spearman_rho, topk_overlap, usage_entropy_bits, LsiClasses,
+    active_experts, classify_lsi, cosine_similarity, gini, js_divergence_bits, kendall_tau_b, lsi,
+    normalized_entropy, sample_std, spearman_rho, topk_overlap_ratio, usage_entropy_bits,
+    LsiClasses,
 };
 
 /// The `format` key of an analysis document.
@@ -173,6 +174,19 @@ fn check_language(
 /// [`AnalysisError::InvalidSnapshot`] naming the first offending field by its JSON path.
 /// Never panics.
 pub fn validate_snapshot(snapshot: &Snapshot) -> Result<(), AnalysisError> {
+    validate_window(snapshot)?;
+    let m = &snapshot.model;
+    let (l, e) = (m.moe_layers.len(), m.num_experts as usize);
+    for (i, b) in snapshot.buckets.iter().enumerate() {
+        for (name, lc) in &b.languages {
+            check_language(&format!("buckets[{i}].languages.{name}"), lc, l, e)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`validate_snapshot`] without the buckets.
+pub(crate) fn validate_window(snapshot: &Snapshot) -> Result<(), AnalysisError> {
     let m = &snapshot.model;
     if m.num_experts == 0 {
         return Err(bad("model.num_experts".into(), "must be at least 1"));
@@ -189,11 +203,6 @@ pub fn validate_snapshot(snapshot: &Snapshot) -> Result<(), AnalysisError> {
     let (l, e) = (m.moe_layers.len(), m.num_experts as usize);
     for (name, lc) in &snapshot.languages {
         check_language(&format!("languages.{name}"), lc, l, e)?;
-    }
-    for (i, b) in snapshot.buckets.iter().enumerate() {
-        for (name, lc) in &b.languages {
-            check_language(&format!("buckets[{i}].languages.{name}"), lc, l, e)?;
-        }
     }
     Ok(())
 }
@@ -267,13 +276,13 @@ pub struct PairMetrics {
     /// Δ = H_r − H_ℓ, in bits (positive: the language is more concentrated than the reference).
     pub entropy_gap_bits: Option<f64>,
     /// Cosine similarity of the usage vectors.
-    pub cosine: Option<f64>,
+    pub cosine_similarity: Option<f64>,
     /// Jensen–Shannon divergence, base 2.
     pub js_divergence_bits: Option<f64>,
     /// |TopK ∩ TopK| / K.
-    pub topk_overlap: Option<f64>,
+    pub topk_overlap_ratio: Option<f64>,
     /// Spearman ρ over experts.
-    pub spearman: Option<f64>,
+    pub spearman_rho: Option<f64>,
     /// Kendall τ-b over experts.
     pub kendall_tau_b: Option<f64>,
 }
@@ -287,10 +296,10 @@ pub fn pair_metrics(lang: &LayerCounts, reference: &LayerCounts, k: usize) -> Pa
     };
     PairMetrics {
         entropy_gap_bits: gap,
-        cosine: cosine(a, b),
+        cosine_similarity: cosine_similarity(a, b),
         js_divergence_bits: js_divergence_bits(a, b),
-        topk_overlap: topk_overlap(a, b, k),
-        spearman: spearman_rho(a, b),
+        topk_overlap_ratio: topk_overlap_ratio(a, b, k),
+        spearman_rho: spearman_rho(a, b),
         kendall_tau_b: kendall_tau_b(a, b),
     }
 }
@@ -396,6 +405,45 @@ fn min_deep_tokens(layer_sets: &[&[LayerCounts]]) -> Option<f64> {
     min
 }
 
+/// The collapse score of `lang` against `reference` (or alone when `None`) over one set of
+/// counts (a window or one bucket); `None` when either language is absent or the score is
+/// undefined. Never panics.
+pub fn collapse_score_of(
+    langs: &BTreeMap<String, LanguageCounts>,
+    lang: &str,
+    reference: Option<&str>,
+) -> Option<CollapseScore> {
+    let l = langs.get(lang)?;
+    match reference {
+        Some(r) => {
+            let r = langs.get(r)?;
+            collapse_score(&layer_entropies(l), Some(&layer_entropies(r)))
+        }
+        None => collapse_score(&layer_entropies(l), None),
+    }
+}
+
+/// The collapse score of every language other than `reference` against it in one bucket (or
+/// window): what a live reader keeps per closed bucket for the bucket spread. Languages with
+/// an undefined score are left out; empty without the reference. Never panics.
+pub fn bucket_collapse_scores(
+    langs: &BTreeMap<String, LanguageCounts>,
+    reference: &str,
+) -> BTreeMap<String, f64> {
+    let Some(r) = langs.get(reference) else {
+        return BTreeMap::new();
+    };
+    let hr = layer_entropies(r);
+    langs
+        .iter()
+        .filter(|(name, _)| name.as_str() != reference)
+        .filter_map(|(name, lc)| {
+            let s = collapse_score(&layer_entropies(lc), Some(&hr))?;
+            Some((name.clone(), s.score_bits))
+        })
+        .collect()
+}
+
 /// Collapse evidence of language `lang` against `reference` (or alone when `None`) over the
 /// snapshot's window, with the bucket spread of the score when the snapshot has buckets.
 /// An absent language gives an undefined score. Never panics.
@@ -404,16 +452,23 @@ pub fn collapse_evidence(
     lang: &str,
     reference: Option<&str>,
 ) -> CollapseEvidence {
-    let score_of = |langs: &BTreeMap<String, LanguageCounts>| -> Option<CollapseScore> {
-        let l = langs.get(lang)?;
-        match reference {
-            Some(r) => {
-                let r = langs.get(r)?;
-                collapse_score(&layer_entropies(l), Some(&layer_entropies(r)))
-            }
-            None => collapse_score(&layer_entropies(l), None),
-        }
-    };
+    let bucket_scores: Vec<f64> = snapshot
+        .buckets
+        .iter()
+        .filter_map(|b| collapse_score_of(&b.languages, lang, reference).map(|s| s.score_bits))
+        .collect();
+    collapse_evidence_with_bucket_scores(snapshot, lang, reference, &bucket_scores)
+}
+
+/// [`collapse_evidence`] with the per-bucket scores given (by a reader that computed each
+/// closed bucket's score once and kept it) instead of computed from `snapshot.buckets`.
+/// Never panics.
+pub fn collapse_evidence_with_bucket_scores(
+    snapshot: &Snapshot,
+    lang: &str,
+    reference: Option<&str>,
+    bucket_scores: &[f64],
+) -> CollapseEvidence {
     let tokens = snapshot.languages.get(lang).and_then(|l| match reference {
         Some(r) => {
             let r = snapshot.languages.get(r)?;
@@ -421,15 +476,35 @@ pub fn collapse_evidence(
         }
         None => min_deep_tokens(&[&l.layers]),
     });
-    let bucket_scores: Vec<f64> = snapshot
-        .buckets
-        .iter()
-        .filter_map(|b| score_of(&b.languages).map(|s| s.score_bits))
-        .collect();
     CollapseEvidence {
-        score: score_of(&snapshot.languages),
+        score: collapse_score_of(&snapshot.languages, lang, reference),
         min_deep_tokens: tokens,
-        bucket_score_std_bits: sample_std(&bucket_scores),
+        bucket_score_std_bits: sample_std(bucket_scores),
+    }
+}
+
+/// Mean usage entropy of one language over the deep set D and the middle set M.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DepthMeansRow {
+    /// Language tag.
+    pub lang: String,
+    /// Mean over D of the layers' usage entropy, in bits (layers with an undefined entropy left
+    /// out; `None` when none is defined).
+    pub deep_usage_entropy_bits: Option<f64>,
+    /// Mean over M likewise.
+    pub middle_usage_entropy_bits: Option<f64>,
+}
+
+/// The deep and middle means of per-layer usage entropies `h` (depth order) of `lang`.
+pub fn depth_means(lang: &str, h: &[Option<f64>]) -> DepthMeansRow {
+    let mean = |r: std::ops::Range<usize>| -> Option<f64> {
+        let v: Vec<f64> = h.get(r)?.iter().flatten().copied().collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    DepthMeansRow {
+        lang: lang.to_string(),
+        deep_usage_entropy_bits: mean(deep_layers(h.len())),
+        middle_usage_entropy_bits: mean(middle_layers(h.len())),
     }
 }
 
@@ -513,20 +588,33 @@ pub struct AnalysisConfig {
 }
 
 impl AnalysisConfig {
+    /// The default reference language.
+    pub const DEFAULT_REFERENCE: &'static str = "en";
+    /// The default LSI class threshold τ.
+    pub const DEFAULT_LSI_THRESHOLD: f64 = 0.2;
+    /// The default active-expert level α (a tenth of a uniform share).
+    pub const DEFAULT_ACTIVE_ALPHA: f64 = 0.1;
+
     /// Defaults with the given reference language.
     pub fn new(reference: impl Into<String>) -> Self {
         AnalysisConfig {
             reference: reference.into(),
-            lsi_threshold: 0.2,
+            lsi_threshold: Self::DEFAULT_LSI_THRESHOLD,
             lsi_sweep: LSI_SWEEP.to_vec(),
-            active_alpha: 0.1,
+            active_alpha: Self::DEFAULT_ACTIVE_ALPHA,
             top_k: None,
             all_pairs: false,
-            collapse: CollapseConfig::default(),
+            collapse: CollapseConfig::DEFAULT,
         }
     }
 
-    fn validate(&self) -> Result<(), AnalysisError> {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// [`AnalysisError::InvalidConfig`] naming the first setting out of range: `lsi_threshold`
+    /// and each `lsi_sweep` entry in [0, 1), `active_alpha` ≥ 0, `top_k` ≥ 1, and the collapse
+    /// settings ([`CollapseConfig::validate`]).
+    pub fn validate(&self) -> Result<(), AnalysisError> {
         let cfg = |field, problem: String| Err(AnalysisError::InvalidConfig { field, problem });
         let t = self.lsi_threshold;
         if !(t.is_finite() && (0.0..1.0).contains(&t)) {
@@ -545,20 +633,12 @@ impl AnalysisConfig {
         if self.top_k == Some(0) {
             return cfg("top_k", "must be at least 1".into());
         }
-        let c = &self.collapse;
-        if !c.theta_bits.is_finite() {
-            return cfg("theta_bits", format!("{} is not finite", c.theta_bits));
-        }
-        if !(c.min_deep_tokens.is_finite() && c.min_deep_tokens >= 0.0) {
-            return cfg(
-                "min_deep_tokens",
-                format!("{} is not ≥ 0", c.min_deep_tokens),
-            );
-        }
-        if !c.clear_ratio.is_finite() {
-            return cfg("clear_ratio", format!("{} is not finite", c.clear_ratio));
-        }
-        Ok(())
+        self.collapse
+            .validate()
+            .map_err(|e| AnalysisError::InvalidConfig {
+                field: e.field,
+                problem: e.problem,
+            })
     }
 }
 
@@ -663,7 +743,13 @@ pub struct LsiRow {
 }
 
 impl LsiRow {
-    fn new(lang: &str, reference: &str, tau: f64, basis: LsiBasis, values: Option<&[f64]>) -> Self {
+    pub(crate) fn new(
+        lang: &str,
+        reference: &str,
+        tau: f64,
+        basis: LsiBasis,
+        values: Option<&[f64]>,
+    ) -> Self {
         let c: Option<LsiClasses> = values.map(|v| classify_lsi(v, tau));
         LsiRow {
             lang: lang.into(),
@@ -726,10 +812,15 @@ pub struct CollapseRow {
     pub bucket_score_std_bits: Option<f64>,
     /// C > that standard deviation (`None` without bucket spread).
     pub above_bucket_std: Option<bool>,
+    /// The evidence these fields were computed from, for a detector to observe (not in JSON:
+    /// the fields above carry it).
+    #[serde(skip)]
+    pub evidence: CollapseEvidence,
 }
 
 impl CollapseRow {
-    fn new(lang: &str, reference: &str, ev: &CollapseEvidence, cfg: &CollapseConfig) -> Self {
+    /// The row of `lang` against `reference` from its evidence, judged with `cfg`.
+    pub fn new(lang: &str, reference: &str, ev: &CollapseEvidence, cfg: &CollapseConfig) -> Self {
         CollapseRow {
             lang: lang.into(),
             reference: reference.into(),
@@ -742,6 +833,7 @@ impl CollapseRow {
             enough_tokens: ev.enough_tokens(cfg),
             bucket_score_std_bits: ev.bucket_score_std_bits,
             above_bucket_std: ev.above_bucket_std(),
+            evidence: *ev,
         }
     }
 }
@@ -801,13 +893,13 @@ pub struct SpreadRow {
     /// Std of the entropy gap (`None` for the reference itself).
     pub entropy_gap_bits: Option<f64>,
     /// Std of the cosine similarity.
-    pub cosine: Option<f64>,
+    pub cosine_similarity: Option<f64>,
     /// Std of the JSD.
     pub js_divergence_bits: Option<f64>,
     /// Std of the top-K overlap.
-    pub topk_overlap: Option<f64>,
+    pub topk_overlap_ratio: Option<f64>,
     /// Std of Spearman ρ.
-    pub spearman: Option<f64>,
+    pub spearman_rho: Option<f64>,
     /// Std of Kendall τ-b.
     pub kendall_tau_b: Option<f64>,
 }
@@ -841,6 +933,8 @@ pub struct Analysis {
     pub lsi_sweep: Vec<LsiRow>,
     /// Per-layer LSI class counts at the configured threshold.
     pub lsi_layers: Vec<LsiLayerRow>,
+    /// Deep and middle mean usage entropy per language (sorted by language).
+    pub depth_means: Vec<DepthMeansRow>,
     /// Deep-layer collapse of each language against the reference.
     pub collapse: Vec<CollapseRow>,
     /// Split-half controls per layer, for languages with halves.
@@ -1000,6 +1094,10 @@ pub fn analyze(snapshot: &Snapshot, config: &AnalysisConfig) -> Result<Analysis,
         }
     }
 
+    let depth_means = langs
+        .iter()
+        .map(|(n, lc)| depth_means(n, &layer_entropies(lc)))
+        .collect();
     let spread = spread_rows(snapshot, reference, k, alpha, &label);
     let tokenization = langs.iter().map(|(n, lc)| tokenization(n, lc)).collect();
 
@@ -1033,6 +1131,7 @@ pub fn analyze(snapshot: &Snapshot, config: &AnalysisConfig) -> Result<Analysis,
         lsi: lsi_rows,
         lsi_sweep,
         lsi_layers,
+        depth_means,
         collapse,
         split_half,
         split_half_collapse,
@@ -1085,10 +1184,10 @@ fn spread_rows(
                     .collect()),
                 selection_entropy_bits: sd(lm.iter().map(|m| m.selection_entropy_bits).collect()),
                 entropy_gap_bits: sd(pm.iter().map(|m| m.entropy_gap_bits).collect()),
-                cosine: sd(pm.iter().map(|m| m.cosine).collect()),
+                cosine_similarity: sd(pm.iter().map(|m| m.cosine_similarity).collect()),
                 js_divergence_bits: sd(pm.iter().map(|m| m.js_divergence_bits).collect()),
-                topk_overlap: sd(pm.iter().map(|m| m.topk_overlap).collect()),
-                spearman: sd(pm.iter().map(|m| m.spearman).collect()),
+                topk_overlap_ratio: sd(pm.iter().map(|m| m.topk_overlap_ratio).collect()),
+                spearman_rho: sd(pm.iter().map(|m| m.spearman_rho).collect()),
                 kendall_tau_b: sd(pm.iter().map(|m| m.kendall_tau_b).collect()),
             });
         }
