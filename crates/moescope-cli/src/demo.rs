@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moescope_core::{ModelSpec, Recorder, WindowConfig};
-use moescope_export::{serve_prometheus, PublisherConfig, Round, DEFAULT_LISTEN};
+use moescope_prometheus::{serve_prometheus, DEFAULT_LISTEN};
+use moescope_publish::{Metric, PublisherConfig, Round};
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use moescope_stats::{deep_layers, layer_entropies};
 
@@ -235,13 +236,13 @@ fn view(round: &Round, args: &DemoArgs, t: f64, steps: u64, collapsed: bool) {
     };
     let flag = |tag: &str| {
         round.publication.value(
-            "moe_routing_deep_collapse",
+            Metric::DeepCollapse,
             &[&snap.model.name, tag, &args.reference],
         )
     };
     let score = |tag: &str| {
         round.publication.value(
-            "moe_routing_deep_collapse_score_bits",
+            Metric::DeepCollapseScoreBits,
             &[&snap.model.name, tag, &args.reference],
         )
     };

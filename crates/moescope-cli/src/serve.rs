@@ -22,10 +22,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use metrics_util::MetricKindMask;
 use moescope_core::{LangId, Languages, Recorder};
-use moescope_export::{MetricsSink, Publisher, PublisherConfig, PublisherThread};
+use moescope_prometheus::PrometheusRender;
+use moescope_publish::{Metric, Publisher, PublisherConfig, PublisherThread};
 use moescope_tract::{byte_tokens, LoadOptions, MoeModel, PackedBatch};
 
 use crate::demo::DemoArgs;
@@ -58,12 +57,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let spec = model.spec().clone();
     let recorder = args.recorder(&spec)?;
     let interval = Duration::from_millis(args.interval_ms.max(1));
-    let prometheus = Arc::new(
-        PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::ALL, Some(interval * 3))
-            .build_recorder(),
-    );
-    let handle = prometheus.handle();
+    let handle = PrometheusRender::new(interval * 3);
     let publisher = Publisher::new(
         recorder.clone(),
         PublisherConfig {
@@ -72,11 +66,9 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
             interval,
             ..PublisherConfig::default()
         },
-    );
-    let publisher = moescope_export::spawn(
-        publisher,
-        vec![Box::new(MetricsSink::to_recorder(prometheus))],
     )
+    .map_err(|e| e.to_string())?;
+    let publisher = moescope_publish::spawn(publisher, vec![Box::new(handle.sink())])
     .map_err(|e| format!("cannot start the publisher: {e}"))?;
 
     let server = Arc::new(
@@ -390,7 +382,7 @@ fn http_loop(
     detector: &whatlang::Detector,
     recorder: &Recorder,
     jobs: &Sender<Job>,
-    metrics: &PrometheusHandle,
+    metrics: &PrometheusRender,
     stop: &AtomicBool,
     requests: &AtomicU64,
 ) {
@@ -401,11 +393,10 @@ fn http_loop(
         let path = request.url().split('?').next().unwrap_or("").to_owned();
         match (request.method(), path.as_str()) {
             (tiny_http::Method::Get, "/metrics") => {
-                metrics.run_upkeep();
                 respond(
                     request,
                     200,
-                    "text/plain; version=0.0.4; charset=utf-8",
+                    PrometheusRender::CONTENT_TYPE,
                     metrics.render(),
                 );
             }
@@ -582,7 +573,7 @@ fn view(publisher: &PublisherThread, args: &DemoArgs, t: f64, requests: u64) {
         rows.insert(tag, lang.tokens);
     }
     for (tag, tokens) in rows {
-        let flag = match p.value("moe_routing_deep_collapse", &[model, tag, &args.reference]) {
+        let flag = match p.value(Metric::DeepCollapse, &[model, tag, &args.reference]) {
             Some(v) if v >= 1.0 => "YES",
             Some(_) => "no",
             None => "-",
@@ -591,12 +582,12 @@ fn view(publisher: &PublisherThread, args: &DemoArgs, t: f64, requests: u64) {
             "{:<6} {:>9.1} {:>11} {:>11} {:>12} {:>12} {:>11} {:>9}\n",
             tag,
             tokens / seconds,
-            fmt(p.value("moe_routing_tokens_per_char", &[model, tag])),
-            fmt(p.value("moe_routing_tokens_per_word", &[model, tag])),
-            fmt(p.value("moe_routing_middle_usage_entropy_bits", &[model, tag])),
-            fmt(p.value("moe_routing_deep_usage_entropy_bits", &[model, tag])),
+            fmt(p.value(Metric::TokensPerChar, &[model, tag])),
+            fmt(p.value(Metric::TokensPerWord, &[model, tag])),
+            fmt(p.value(Metric::MiddleUsageEntropyBits, &[model, tag])),
+            fmt(p.value(Metric::DeepUsageEntropyBits, &[model, tag])),
             fmt(p.value(
-                "moe_routing_deep_collapse_score_bits",
+                Metric::DeepCollapseScoreBits,
                 &[model, tag, &args.reference]
             )),
             flag

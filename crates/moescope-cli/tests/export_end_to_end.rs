@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moescope_core::{ManualClock, ModelSpec, Recorder, WindowConfig};
-use moescope_export::{PrometheusEndpoint, Publisher, PublisherConfig, Sink, CATALOGUE};
+use moescope_prometheus::PrometheusEndpoint;
+use moescope_publish::{
+    LanguageSelection, LayerDetail, LayerSelection, Metric, Publisher, PublisherConfig, Sink,
+};
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use serde_json::Value;
 
@@ -121,7 +124,15 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
     .unwrap();
     let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
     let mut sink = endpoint.sink();
-    let mut publisher = Publisher::new(recorder.clone(), PublisherConfig::default());
+    // Every per-layer metric of every language, to compare all of them with analyze.
+    let config = PublisherConfig {
+        layer_detail: LayerDetail {
+            languages: LanguageSelection::All,
+            layers: LayerSelection::All,
+        },
+        ..PublisherConfig::default()
+    };
+    let mut publisher = Publisher::new(recorder.clone(), config).unwrap();
     // One round: 30 steps of 128 tokens (≈ 580 Hebrew tokens per layer), publish, scrape.
     let mut round = |sim: &mut Simulator| {
         for _ in 0..30 {
@@ -134,8 +145,9 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
 
     // Healthy routing: every published value is on the endpoint and equals analyze's.
     let (r, e) = round(&mut sim);
-    for d in CATALOGUE {
-        let present = r.publication.samples_of(d.name).next().is_some();
+    for &m in Metric::ALL {
+        let d = m.descriptor();
+        let present = r.publication.samples_of(m).next().is_some();
         if present {
             assert!(e.help.contains(d.name), "no HELP for {}", d.name);
             let ty = format!("{:?}", d.kind).to_lowercase();
@@ -196,8 +208,19 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
         assert!(close(e.samples[&key], row["score_bits"].as_f64().unwrap()));
         compared += 1;
     }
-    // 3 languages × 16 layers × 4 + 2 × 16 × 6 + 2.
-    assert_eq!(compared, 3 * 16 * 4 + 2 * 16 * 6 + 2);
+    for row in a["depth_means"].as_array().unwrap() {
+        let lang = row["lang"].as_str().unwrap();
+        for field in ["deep_usage_entropy_bits", "middle_usage_entropy_bits"] {
+            let key = series(
+                &format!("moe_routing_{field}"),
+                &[("model", MODEL), ("lang", lang)],
+            );
+            assert!(close(e.samples[&key], row[field].as_f64().unwrap()), "{key:?}");
+            compared += 1;
+        }
+    }
+    // 3 languages × 16 layers × 4 + 2 × 16 × 6 + 2 collapse scores + 3 × 2 depth means.
+    assert_eq!(compared, 3 * 16 * 4 + 2 * 16 * 6 + 2 + 3 * 2);
     let flag = |e: &Exposition, lang: &str| {
         e.samples[&series(
             "moe_routing_deep_collapse",

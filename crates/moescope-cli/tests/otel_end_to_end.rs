@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use moescope_core::{ModelSpec, Recorder};
-use moescope_export::{Publisher, PublisherConfig, Sink};
+use moescope_publish::{
+    LanguageSelection, LayerDetail, LayerSelection, Publisher, PublisherConfig, Sink,
+};
 use moescope_otel::OtelSink;
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
@@ -82,7 +84,15 @@ fn otel_instruments_carry_what_analyze_computes() {
     for _ in 0..40 {
         sim.drive(&recorder, 128).unwrap();
     }
-    let round = Publisher::new(recorder, PublisherConfig::default()).collect();
+    // The default figures, plus every per-layer metric for Hebrew.
+    let config = PublisherConfig {
+        layer_detail: LayerDetail {
+            languages: LanguageSelection::Only(vec!["he".into()]),
+            layers: LayerSelection::All,
+        },
+        ..PublisherConfig::default()
+    };
+    let round = Publisher::new(recorder, config).unwrap().collect();
 
     let exporter = InMemoryMetricExporter::default();
     let provider = SdkMeterProvider::builder()
@@ -111,7 +121,11 @@ fn otel_instruments_carry_what_analyze_computes() {
             ("moe_routing_usage_entropy_bits", "usage_entropy_bits"),
             ("moe_routing_gini", "gini"),
         ] {
-            let got = points[&key(metric, &labels)];
+            let Some(&got) = points.get(&key(metric, &labels)) else {
+                // Gini is layer detail: Hebrew only.
+                assert!(metric == "moe_routing_gini" && lang == "en", "{metric} {labels:?}");
+                continue;
+            };
             assert_eq!(got, row[field].as_f64().unwrap(), "{metric} {labels:?}");
             compared += 1;
         }
@@ -140,7 +154,8 @@ fn otel_instruments_carry_what_analyze_computes() {
     )];
     assert_eq!(got, he["score_bits"].as_f64().unwrap());
     assert!(got > 1.0, "the planted collapse shows: {got}");
-    assert_eq!(compared, 2 * 16 * 2 + 16);
+    // Usage entropy of both languages, Gini of Hebrew, JSD of Hebrew against English.
+    assert_eq!(compared, 2 * 16 + 16 + 16);
     // The counter of Hebrew tokens equals the window's estimate (nothing has left the window).
     let tokens = points[&key(
         "moe_routing_tokens_total",

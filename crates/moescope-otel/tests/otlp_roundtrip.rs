@@ -11,7 +11,11 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use moescope_export::publication::{Publication, Sample, GINI, TOKENS_TOTAL, USAGE_ENTROPY_BITS};
+use moescope_publish::{Metric, Publication, Sample};
+
+const GINI: Metric = Metric::Gini;
+const TOKENS_TOTAL: Metric = Metric::TokensTotal;
+const USAGE_ENTROPY_BITS: Metric = Metric::UsageEntropyBits;
 use moescope_otel::{otlp_meter_provider, OtelSink};
 
 /// One request as received: request line, lower-cased headers, body.
@@ -100,7 +104,7 @@ fn serve(mut stream: TcpStream, status: &str) -> Option<Received> {
     })
 }
 
-fn sample(metric: usize, labels: &[&str], value: f64) -> Sample {
+fn sample(metric: Metric, labels: &[&str], value: f64) -> Sample {
     Sample {
         metric,
         labels: labels.iter().map(|s| s.to_string()).collect(),

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moescope_core::{Languages, ManualClock, ModelSpec, Recorder, RouterBatch, WindowConfig};
-use moescope_export::{
-    serve_prometheus, PrometheusEndpoint, Publisher, PublisherConfig, Sink, CATALOGUE,
+use moescope_prometheus::{serve_prometheus, PrometheusEndpoint};
+use moescope_publish::{
+    Kind, LanguageSelection, LayerDetail, LayerSelection, Metric, Publication, Publisher,
+    PublisherConfig, Sink, CATALOGUE,
 };
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
@@ -93,7 +95,15 @@ fn scrape_shows_every_published_value_with_help_and_type() {
     record_traffic(&rec, 2);
     let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
     assert!(endpoint.local_addr().ip().is_loopback());
-    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default());
+    // Every metric: per-layer detail for every language and layer.
+    let config = PublisherConfig {
+        layer_detail: LayerDetail {
+            languages: LanguageSelection::All,
+            layers: LayerSelection::All,
+        },
+        ..PublisherConfig::default()
+    };
+    let mut publisher = Publisher::new(rec.clone(), config).unwrap();
     let round = publisher.collect();
     let mut sink = endpoint.sink();
     sink.publish(&round.publication);
@@ -105,7 +115,7 @@ fn scrape_shows_every_published_value_with_help_and_type() {
     // Every sample of the publication is in the exposition with the same value.
     assert!(round.publication.samples.len() > 100);
     for s in &round.publication.samples {
-        let d = &CATALOGUE[s.metric];
+        let d = s.metric.descriptor();
         let key = (
             d.name.to_owned(),
             d.labels
@@ -119,8 +129,8 @@ fn scrape_shows_every_published_value_with_help_and_type() {
             .get(&key)
             .unwrap_or_else(|| panic!("{key:?} missing"));
         let want = match d.kind {
-            moescope_export::Kind::Counter => s.value.round(),
-            moescope_export::Kind::Gauge => s.value,
+            Kind::Counter => s.value.round(),
+            Kind::Gauge => s.value,
         };
         assert!(
             (got - want).abs() <= 1e-9 * want.abs().max(1.0),
@@ -128,8 +138,8 @@ fn scrape_shows_every_published_value_with_help_and_type() {
         );
         assert!(e.help.contains(d.name), "HELP for {}", d.name);
         let ty = match d.kind {
-            moescope_export::Kind::Counter => "counter",
-            moescope_export::Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
         };
         assert_eq!(
             e.types.get(d.name).map(String::as_str),
@@ -216,9 +226,9 @@ fn collapse_flag_rises_and_clears_with_hysteresis() {
             .build()
             .unwrap(),
     );
-    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default());
-    let flag = |p: &moescope_export::Publication| {
-        p.value("moe_routing_deep_collapse", &["toy-moe", "he", "en"])
+    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default()).unwrap();
+    let flag = |p: &Publication| {
+        p.value(Metric::DeepCollapse, &["toy-moe", "he", "en"])
     };
     // Collapsed traffic: raised on the third consecutive round, not before.
     let mut flags = Vec::new();
@@ -254,7 +264,7 @@ fn ten_thousand_random_tags_stay_within_the_series_cap() {
             .unwrap();
     }
     let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
-    let mut publisher = Publisher::new(rec, PublisherConfig::default());
+    let mut publisher = Publisher::new(rec, PublisherConfig::default()).unwrap();
     endpoint.sink().publish(&publisher.collect().publication);
     let (_, body) = get(endpoint.local_addr(), "/metrics");
     let e = parse(&body);
@@ -288,7 +298,7 @@ fn quiet_languages_disappear_from_the_endpoint() {
     record_traffic(&rec, 8);
     let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_millis(300)).unwrap();
     let mut sink = endpoint.sink();
-    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default());
+    let mut publisher = Publisher::new(rec.clone(), PublisherConfig::default()).unwrap();
     sink.publish(&publisher.collect().publication);
     assert!(endpoint.render().contains("lang=\"he\""));
     // Only English from now on; the Hebrew buckets leave the window.
@@ -303,7 +313,7 @@ fn quiet_languages_disappear_from_the_endpoint() {
         .samples
         .iter()
         .all(|s| !s.labels.contains(&"he".to_owned())
-            || moescope_export::CATALOGUE[s.metric].kind == moescope_export::Kind::Counter));
+            || s.metric.descriptor().kind == Kind::Counter));
     std::thread::sleep(Duration::from_millis(400));
     sink.publish(&round.publication);
     let (_, body) = get(endpoint.local_addr(), "/metrics");

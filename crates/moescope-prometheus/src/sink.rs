@@ -1,16 +1,10 @@
-//! Sinks turn a [`Publication`] into some monitoring system's instruments.
+//! The `metrics` facade sink: a [`Publication`] as `metrics` gauges and counters.
 
 use std::sync::Arc;
 
 use metrics::Label;
 
-use crate::publication::{Kind, Publication, CATALOGUE};
-
-/// Receives every round of a publisher.
-pub trait Sink: Send {
-    /// Shows `publication` (replacing the previous round).
-    fn publish(&mut self, publication: &Publication);
-}
+use moescope_publish::{Kind, Publication, Sink, CATALOGUE};
 
 /// Publishes through the `metrics` facade: into the process's installed recorder (whatever
 /// the serving binary installed), or into a given one (the [`PrometheusEndpoint`]'s).
@@ -54,9 +48,7 @@ impl MetricsSink {
             self.described = true;
         }
         for s in &publication.samples {
-            let Some(d) = CATALOGUE.get(s.metric) else {
-                continue;
-            };
+            let d = s.metric.descriptor();
             let labels: Vec<Label> = d
                 .labels
                 .iter()
@@ -85,7 +77,7 @@ impl Sink for MetricsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::publication::{Sample, DEEP_COLLAPSE, TOKENS_TOTAL};
+    use moescope_publish::{Metric, Sample};
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     #[test]
@@ -96,12 +88,12 @@ mod tests {
         sink.publish(&Publication {
             samples: vec![
                 Sample {
-                    metric: DEEP_COLLAPSE,
+                    metric: Metric::DeepCollapse,
                     labels: vec!["m".into(), "he".into(), "en".into()],
                     value: 1.0,
                 },
                 Sample {
-                    metric: TOKENS_TOTAL,
+                    metric: Metric::TokensTotal,
                     labels: vec!["m".into(), "he".into()],
                     value: 41.6,
                 },
