@@ -69,7 +69,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let publisher = moescope_publish::spawn(publisher, vec![Box::new(handle.sink())])
-    .map_err(|e| format!("cannot start the publisher: {e}"))?;
+        .map_err(|e| format!("cannot start the publisher: {e}"))?;
 
     let server = Arc::new(
         tiny_http::Server::http(args.listen.as_str())

@@ -215,7 +215,10 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
                 &format!("moe_routing_{field}"),
                 &[("model", MODEL), ("lang", lang)],
             );
-            assert!(close(e.samples[&key], row[field].as_f64().unwrap()), "{key:?}");
+            assert!(
+                close(e.samples[&key], row[field].as_f64().unwrap()),
+                "{key:?}"
+            );
             compared += 1;
         }
     }

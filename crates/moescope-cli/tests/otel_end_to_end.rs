@@ -8,10 +8,10 @@ use std::process::Command;
 use std::sync::Arc;
 
 use moescope_core::{ModelSpec, Recorder};
+use moescope_otel::OtelSink;
 use moescope_publish::{
     LanguageSelection, LayerDetail, LayerSelection, Publisher, PublisherConfig, Sink,
 };
-use moescope_otel::OtelSink;
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
@@ -123,7 +123,10 @@ fn otel_instruments_carry_what_analyze_computes() {
         ] {
             let Some(&got) = points.get(&key(metric, &labels)) else {
                 // Gini is layer detail: Hebrew only.
-                assert!(metric == "moe_routing_gini" && lang == "en", "{metric} {labels:?}");
+                assert!(
+                    metric == "moe_routing_gini" && lang == "en",
+                    "{metric} {labels:?}"
+                );
                 continue;
             };
             assert_eq!(got, row[field].as_f64().unwrap(), "{metric} {labels:?}");

@@ -213,6 +213,8 @@ pub struct RecordTimes {
     pub p99_seconds: f64,
     /// Longest, in seconds.
     pub max_seconds: f64,
+    /// Sum of the sampled durations, in seconds (mean × samples).
+    pub sum_seconds: f64,
 }
 
 /// One language's totals since the recorder started (sampling-weighted), for counters.
@@ -858,6 +860,7 @@ impl Recorder {
             p90_seconds: secs(h.value_at_quantile(0.9)),
             p99_seconds: secs(h.value_at_quantile(0.99)),
             max_seconds: secs(h.max()),
+            sum_seconds: h.mean() * h.len() as f64 / 1e9,
         };
         h.reset();
         times

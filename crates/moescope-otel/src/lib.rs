@@ -13,7 +13,7 @@
 //! the SDK reader's own thread: no async runtime, plain `http://` (the `otlp` module says why and how).
 //!
 //! ```
-//! use moescope_publish::publication::{Publication, Sample, GINI, TOKENS_TOTAL};
+//! use moescope_publish::{Metric, Publication, Sample};
 //! use moescope_otel::OtelSink;
 //! use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 //! use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
@@ -28,9 +28,10 @@
 //! let labels = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
 //! sink.publish(&Publication {
 //!     samples: vec![
-//!         Sample { metric: GINI, labels: labels(&["qwen3", "47", "he"]), value: 0.62 },
-//!         Sample { metric: TOKENS_TOTAL, labels: labels(&["qwen3", "he"]), value: 1200.0 },
+//!         Sample { metric: Metric::Gini, labels: labels(&["qwen3", "47", "he"]), value: 0.62 },
+//!         Sample { metric: Metric::TokensTotal, labels: labels(&["qwen3", "he"]), value: 1200.0 },
 //!     ],
+//!     summaries: Vec::new(),
 //! });
 //! provider.force_flush()?;
 //!
@@ -122,7 +123,9 @@ impl OtelSink {
                 }};
             }
             match descriptor.kind {
-                Kind::Gauge => register!(f64_observable_gauge),
+                // A summary's quantiles become a gauge with a `quantile` attribute (OTel has
+                // no summary instrument for new data).
+                Kind::Gauge | Kind::Summary => register!(f64_observable_gauge),
                 Kind::Counter => register!(f64_observable_counter),
             }
         }
@@ -166,7 +169,7 @@ fn build_round(publication: &Publication) -> Round {
         }
         by_metric[sample.metric as usize].insert(&sample.labels, sample.value);
     }
-    by_metric
+    let mut round: Round = by_metric
         .into_iter()
         .zip(CATALOGUE)
         .map(|(samples, descriptor)| {
@@ -183,7 +186,27 @@ fn build_round(publication: &Publication) -> Round {
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    for summary in &publication.summaries {
+        let descriptor = summary.metric.descriptor();
+        if summary.labels.len() != descriptor.labels.len() {
+            continue;
+        }
+        for &(q, value) in &summary.quantiles {
+            if !value.is_finite() {
+                continue;
+            }
+            let mut attributes: Vec<KeyValue> = descriptor
+                .labels
+                .iter()
+                .zip(&summary.labels)
+                .map(|(&name, v)| KeyValue::new(name, v.clone()))
+                .collect();
+            attributes.push(KeyValue::new("quantile", q.to_string()));
+            round[summary.metric as usize].push((attributes, value));
+        }
+    }
+    round
 }
 
 /// The OpenTelemetry unit for a catalogue unit word (UCUM, case-sensitive).
@@ -274,6 +297,7 @@ mod tests {
                 sample(GINI, &["m", "he"], 0.3),
                 sample(TOKENS_TOTAL, &["m", "he"], 7.0),
             ],
+            summaries: Vec::new(),
         };
         let round = build_round(&p);
         assert_eq!(round.len(), CATALOGUE.len());

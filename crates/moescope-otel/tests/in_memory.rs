@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use moescope_publish::{Kind, Metric, Publication, Sample, CATALOGUE};
 use moescope_otel::{otel_unit, OtelSink};
+use moescope_publish::{Kind, Metric, Publication, Sample, Summary, CATALOGUE};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Temporality,
@@ -20,7 +20,6 @@ struct Exported {
     monotonic_cumulative: bool,
     points: BTreeMap<Vec<(String, String)>, f64>,
 }
-
 
 const ACTIVE_EXPERTS: Metric = Metric::ActiveExperts;
 const ENTROPY_GAP_BITS: Metric = Metric::EntropyGapBits;
@@ -120,6 +119,20 @@ fn expected(p: &Publication) -> BTreeMap<String, BTreeMap<Vec<(String, String)>,
             .or_default()
             .insert(key, s.value);
     }
+    for s in &p.summaries {
+        let d = s.metric.descriptor();
+        for &(q, v) in &s.quantiles {
+            let mut key: Vec<(String, String)> = d
+                .labels
+                .iter()
+                .zip(&s.labels)
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            key.push(("quantile".into(), q.to_string()));
+            key.sort();
+            out.entry(d.name.to_owned()).or_default().insert(key, v);
+        }
+    }
     out
 }
 
@@ -135,8 +148,14 @@ fn first_round() -> Publication {
             sample(ACTIVE_EXPERTS, &["qwen3", "47", "he"], 9.0),
             sample(TOKENS_TOTAL, &["qwen3", "en"], 120_000.0),
             sample(TOKENS_TOTAL, &["qwen3", "he"], 4_096.0),
-            sample(MONITOR_RECORD_SECONDS, &["qwen3", "0.99"], 2.5e-7),
         ],
+        summaries: vec![Summary {
+            metric: MONITOR_RECORD_SECONDS,
+            labels: vec!["qwen3".into()],
+            quantiles: vec![(0.5, 1.25e-7), (0.99, 2.5e-7)],
+            count: 64,
+            sum: 1e-5,
+        }],
     }
 }
 
@@ -159,7 +178,13 @@ fn exported_points_equal_the_publication() {
         };
         assert_eq!(got.description, d.help, "{}", d.name);
         assert_eq!(got.unit, otel_unit(d.unit), "{}", d.name);
-        assert_eq!(got.kind, d.kind, "{}", d.name);
+        // A summary's quantiles are a gauge with a `quantile` attribute.
+        let kind = if d.kind == Kind::Summary {
+            Kind::Gauge
+        } else {
+            d.kind
+        };
+        assert_eq!(got.kind, kind, "{}", d.name);
         if d.kind == Kind::Counter {
             assert!(
                 got.monotonic_cumulative,
@@ -312,6 +337,7 @@ fn cardinality_view_lifts_the_default_limit() {
                 )
             })
             .collect(),
+        summaries: Vec::new(),
     };
     let count = |provider: &SdkMeterProvider, exporter: &InMemoryMetricExporter| {
         collect(provider, exporter)["moe_routing_expert_selections_total"]

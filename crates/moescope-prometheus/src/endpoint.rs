@@ -9,14 +9,16 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 
-use crate::sink::MetricsSink;
+use moescope_publish::Summary;
+
+use crate::sink::{render_summaries, MetricsSink};
 
 /// The default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -55,6 +57,7 @@ pub enum EndpointError {
 pub struct PrometheusRender {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    summaries: Arc<Mutex<Vec<Summary>>>,
 }
 
 impl PrometheusRender {
@@ -67,18 +70,27 @@ impl PrometheusRender {
         PrometheusRender {
             handle: recorder.handle(),
             recorder: Arc::new(recorder),
+            summaries: Arc::default(),
         }
     }
 
     /// A sink that publishes into this render path.
     pub fn sink(&self) -> MetricsSink {
-        MetricsSink::to_recorder(self.recorder.clone())
+        MetricsSink::with_summaries(self.recorder.clone(), self.summaries.clone())
     }
 
-    /// The exposition text (format 0.0.4) now, idle series dropped first.
+    /// The exposition text (format 0.0.4) now, idle series dropped first; the summaries of
+    /// the last round published follow the gauges and counters.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        let summaries = self
+            .summaries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        render_summaries(&summaries, &mut text);
+        text
     }
 
     /// The `Content-Type` of [`render`](Self::render)'s text.

@@ -1,10 +1,11 @@
 //! The `metrics` facade sink: a [`Publication`] as `metrics` gauges and counters.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::Label;
 
-use moescope_publish::{Kind, Publication, Sink, CATALOGUE};
+use moescope_publish::{Kind, Publication, Sink, Summary, CATALOGUE};
 
 /// Publishes through the `metrics` facade: into the process's installed recorder (whatever
 /// the serving binary installed), or into a given one (the [`PrometheusEndpoint`]'s).
@@ -14,9 +15,15 @@ use moescope_publish::{Kind, Publication, Sink, CATALOGUE};
 /// is no longer updated, and recorders with an idle timeout (the endpoint sets one to a few
 /// intervals) drop it; with another recorder, configure its idle timeout likewise.
 ///
+/// Summaries ([`Kind::Summary`]: the record time) have no `metrics` facade equivalent: the
+/// sinks of a [`PrometheusRender`] hand them to its render path, which writes them as real
+/// Prometheus summaries; other sinks leave them out.
+///
 /// [`PrometheusEndpoint`]: crate::PrometheusEndpoint
+/// [`PrometheusRender`]: crate::PrometheusRender
 pub struct MetricsSink {
     target: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+    summaries: Option<Arc<Mutex<Vec<Summary>>>>,
     described: bool,
 }
 
@@ -25,6 +32,7 @@ impl MetricsSink {
     pub fn global() -> MetricsSink {
         MetricsSink {
             target: None,
+            summaries: None,
             described: false,
         }
     }
@@ -33,6 +41,19 @@ impl MetricsSink {
     pub fn to_recorder(recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> MetricsSink {
         MetricsSink {
             target: Some(recorder),
+            summaries: None,
+            described: false,
+        }
+    }
+
+    /// Publishes into `recorder`, and each round's summaries into `summaries`.
+    pub(crate) fn with_summaries(
+        recorder: Arc<dyn metrics::Recorder + Send + Sync>,
+        summaries: Arc<Mutex<Vec<Summary>>>,
+    ) -> MetricsSink {
+        MetricsSink {
+            target: Some(recorder),
+            summaries: Some(summaries),
             described: false,
         }
     }
@@ -43,6 +64,7 @@ impl MetricsSink {
                 match d.kind {
                     Kind::Gauge => metrics::describe_gauge!(d.name, d.help),
                     Kind::Counter => metrics::describe_counter!(d.name, d.help),
+                    Kind::Summary => {}
                 }
             }
             self.described = true;
@@ -60,6 +82,7 @@ impl MetricsSink {
                 Kind::Counter => {
                     metrics::counter!(d.name, labels).absolute(s.value.max(0.0).round() as u64)
                 }
+                Kind::Summary => {}
             }
         }
     }
@@ -67,6 +90,9 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn publish(&mut self, publication: &Publication) {
+        if let Some(store) = &self.summaries {
+            *store.lock().unwrap_or_else(PoisonError::into_inner) = publication.summaries.clone();
+        }
         match self.target.clone() {
             Some(recorder) => metrics::with_local_recorder(&*recorder, || self.emit(publication)),
             None => self.emit(publication),
@@ -77,8 +103,8 @@ impl Sink for MetricsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moescope_publish::{Metric, Sample};
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use moescope_publish::{Metric, Sample};
 
     #[test]
     fn gauges_and_counters_reach_the_recorder_with_their_labels() {
@@ -98,6 +124,7 @@ mod tests {
                     value: 41.6,
                 },
             ],
+            summaries: Vec::new(),
         });
         let mut seen = 0;
         for (key, _unit, help, value) in snapshotter.snapshot().into_vec() {
@@ -122,5 +149,44 @@ mod tests {
             }
         }
         assert_eq!(seen, 2);
+    }
+}
+
+/// Escapes a label value for the text exposition format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Appends `summaries` to `out` in the text exposition format (HELP and TYPE once per metric).
+pub(crate) fn render_summaries(summaries: &[Summary], out: &mut String) {
+    let mut described = Vec::new();
+    for s in summaries {
+        let d = s.metric.descriptor();
+        if d.kind != Kind::Summary || s.labels.len() != d.labels.len() {
+            continue;
+        }
+        if !described.contains(&d.name) {
+            described.push(d.name);
+            let _ = writeln!(out, "# HELP {} {}", d.name, d.help);
+            let _ = writeln!(out, "# TYPE {} summary", d.name);
+        }
+        let labels: Vec<String> = d
+            .labels
+            .iter()
+            .zip(&s.labels)
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let labels = labels.join(",");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (q, v) in &s.quantiles {
+            if v.is_finite() {
+                let _ = writeln!(out, "{}{{{labels}{sep}quantile=\"{q}\"}} {v}", d.name);
+            }
+        }
+        let sum = if s.sum.is_finite() { s.sum } else { 0.0 };
+        let _ = writeln!(out, "{}_sum{{{labels}}} {sum}", d.name);
+        let _ = writeln!(out, "{}_count{{{labels}}} {}", d.name, s.count);
     }
 }

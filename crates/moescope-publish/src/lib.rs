@@ -40,6 +40,6 @@ pub mod publisher;
 pub mod sink;
 
 pub use moescope_stats::{ConfigError, LanguageSelection, LayerDetail, LayerSelection};
-pub use publication::{Descriptor, Kind, Metric, Publication, Sample, CATALOGUE};
+pub use publication::{Descriptor, Kind, Metric, Publication, Sample, Summary, CATALOGUE};
 pub use publisher::{spawn, Publisher, PublisherConfig, PublisherThread, Round};
 pub use sink::Sink;

@@ -11,6 +11,9 @@ pub enum Kind {
     Gauge,
     /// A cumulative count since the process started.
     Counter,
+    /// Quantiles of a distribution with the cumulative count and sum of its observations
+    /// (carried in [`Publication::summaries`], not as [`Sample`]s).
+    Summary,
 }
 
 /// A metric's name (with the `moe_routing_` prefix), kind, unit and help text.
@@ -40,12 +43,32 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// One value of a [`Kind::Summary`] metric: quantiles over the last interval, with the count
+/// and sum of every observation since start (Prometheus' summary).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// The metric (of kind [`Kind::Summary`]).
+    pub metric: Metric,
+    /// Label values, aligned with `metric.descriptor().labels` (the `quantile` label is not
+    /// among them).
+    pub labels: Vec<String>,
+    /// (quantile in [0, 1], value) pairs, ascending; empty when nothing was observed in the
+    /// last interval.
+    pub quantiles: Vec<(f64, f64)>,
+    /// Observations since start.
+    pub count: u64,
+    /// Sum of the observations since start.
+    pub sum: f64,
+}
+
 /// One round of values: everything a sink should show now. A label set absent from a round
 /// is gone (a language that stopped coming), not frozen at its last value.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Publication {
-    /// The samples, in no particular order.
+    /// The samples of gauges and counters, in no particular order.
     pub samples: Vec<Sample>,
+    /// The summaries.
+    pub summaries: Vec<Summary>,
 }
 
 impl Publication {
@@ -155,8 +178,8 @@ catalogue! {
         "Tokens the recorder dropped, by reason.";
     ExpertSelectionsTotal = "moe_routing_expert_selections_total", Counter, "", ["model", "layer", "lang", "expert"],
         "Opt-in: selections of each expert per layer and language since start, for fleet-wide recomputation.";
-    MonitorRecordSeconds = "moe_routing_monitor_record_seconds", Gauge, "seconds", ["model", "quantile"],
-        "Time one record call takes (sampled), by quantile over the last publication interval.";
+    MonitorRecordSeconds = "moe_routing_monitor_record_seconds", Summary, "seconds", ["model"],
+        "Time one record call takes (sampled 1 call in 64 per thread): quantiles over the last publication interval, count and sum since start.";
     MonitorUpkeepSeconds = "moe_routing_monitor_upkeep_seconds", Gauge, "seconds", ["model"],
         "Time the last publication round took (fold, rotate, snapshot, statistics).";
     MonitorRoundBytes = "moe_routing_monitor_round_bytes", Gauge, "bytes", ["model"],
@@ -205,6 +228,7 @@ mod tests {
                 labels: vec!["m".into(), "47".into(), "he".into()],
                 value: 0.5,
             }],
+            summaries: Vec::new(),
         };
         assert_eq!(p.value(Metric::Gini, &["m", "47", "he"]), Some(0.5));
         assert_eq!(p.value(Metric::Gini, &["m", "47", "en"]), None);

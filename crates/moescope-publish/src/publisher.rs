@@ -22,7 +22,7 @@ use moescope_stats::{
     ConfigError, LayerDetail, LayerSelection, LiveAnalysis, LiveConfig,
 };
 
-use crate::publication::{Metric, Publication, Sample};
+use crate::publication::{Metric, Publication, Sample, Summary};
 use crate::sink::Sink;
 
 /// How a [`Publisher`] computes and labels its figures. [`Publisher::new`] checks it.
@@ -155,6 +155,8 @@ pub struct Publisher {
     closed: Vec<BucketScores>,
     analysis_errors: u64,
     round_bytes: usize,
+    record_samples: u64,
+    record_seconds: f64,
 }
 
 impl Publisher {
@@ -177,6 +179,8 @@ impl Publisher {
             closed: Vec::new(),
             analysis_errors: 0,
             round_bytes: 0,
+            record_samples: 0,
+            record_seconds: 0.0,
         })
     }
 
@@ -212,6 +216,7 @@ impl Publisher {
         let mut out = Out {
             model: self.model.clone(),
             samples: Vec::new(),
+            summaries: Vec::new(),
         };
         let (analysis, error) = match live_analysis(&snapshot, &self.live, &bucket_scores) {
             Ok(a) => (Some(a), None),
@@ -248,6 +253,7 @@ impl Publisher {
             error,
             publication: Publication {
                 samples: out.samples,
+                summaries: out.summaries,
             },
         }
     }
@@ -297,7 +303,11 @@ impl Publisher {
         }
         for row in &a.depth_means {
             let l = [row.lang.as_str()];
-            out.push_opt(Metric::DeepUsageEntropyBits, &l, row.deep_usage_entropy_bits);
+            out.push_opt(
+                Metric::DeepUsageEntropyBits,
+                &l,
+                row.deep_usage_entropy_bits,
+            );
             out.push_opt(
                 Metric::MiddleUsageEntropyBits,
                 &l,
@@ -416,18 +426,35 @@ impl Publisher {
         }
     }
 
-    fn publish_monitor(&self, snapshot: &Snapshot, started: Instant, bytes: usize, out: &mut Out) {
+    fn publish_monitor(
+        &mut self,
+        snapshot: &Snapshot,
+        started: Instant,
+        bytes: usize,
+        out: &mut Out,
+    ) {
         let times = self.recorder.take_record_times();
-        if times.samples > 0 {
-            for (q, v) in [
-                ("0.5", times.p50_seconds),
-                ("0.9", times.p90_seconds),
-                ("0.99", times.p99_seconds),
-                ("1", times.max_seconds),
-            ] {
-                out.push(Metric::MonitorRecordSeconds, &[q], v);
-            }
+        self.record_samples += times.samples;
+        if times.sum_seconds.is_finite() {
+            self.record_seconds += times.sum_seconds;
         }
+        let quantiles = if times.samples > 0 {
+            vec![
+                (0.5, times.p50_seconds),
+                (0.9, times.p90_seconds),
+                (0.99, times.p99_seconds),
+                (1.0, times.max_seconds),
+            ]
+        } else {
+            Vec::new()
+        };
+        out.summaries.push(Summary {
+            metric: Metric::MonitorRecordSeconds,
+            labels: vec![self.model.clone()],
+            quantiles,
+            count: self.record_samples,
+            sum: self.record_seconds,
+        });
         let registry = self.recorder.registry();
         out.push(
             Metric::MonitorLanguagesOverCapTotal,
@@ -448,7 +475,11 @@ impl Publisher {
             let window = self.recorder.window_config();
             let span = (window.buckets as u64 * window.bucket_ms) as f64;
             let filled = w.end_unix_ms.saturating_sub(w.start_unix_ms) as f64;
-            out.push(Metric::MonitorWindowFillRatio, &[], (filled / span).min(1.0));
+            out.push(
+                Metric::MonitorWindowFillRatio,
+                &[],
+                (filled / span).min(1.0),
+            );
         }
         // The last round's figures: this round's are known only once it is done.
         out.push(Metric::MonitorRoundBytes, &[], bytes as f64);
@@ -530,6 +561,7 @@ fn samples_bytes(samples: &[Sample]) -> usize {
 struct Out {
     model: String,
     samples: Vec<Sample>,
+    summaries: Vec<Summary>,
 }
 
 impl Out {
