@@ -87,6 +87,10 @@ pub struct DemoArgs {
     /// Publish the opt-in per-expert selection counters.
     #[arg(long)]
     pub(crate) expert_selections: bool,
+    /// Publish every per-layer metric (layer detail) for these languages (`all`, or tags
+    /// separated by commas); by default only the usage entropy is published per layer.
+    #[arg(long, value_name = "LANGS")]
+    pub(crate) layer_detail: Option<String>,
     /// No terminal view (for running under a test or a service manager).
     #[arg(long)]
     pub(crate) quiet: bool,
@@ -96,6 +100,20 @@ pub struct DemoArgs {
 }
 
 impl DemoArgs {
+    /// The layer detail `--layer-detail` asks for.
+    pub(crate) fn layer_detail(&self) -> moescope_publish::LayerDetail {
+        use moescope_publish::{LanguageSelection, LayerDetail};
+        let languages = match self.layer_detail.as_deref() {
+            None => LanguageSelection::None,
+            Some("all") => LanguageSelection::All,
+            Some(tags) => LanguageSelection::Only(tags.split(',').map(str::to_owned).collect()),
+        };
+        LayerDetail {
+            languages,
+            ..LayerDetail::default()
+        }
+    }
+
     /// The recorder both demos record into, with the window the flags ask for.
     pub(crate) fn recorder(&self, spec: &ModelSpec) -> Result<Arc<Recorder>, String> {
         Recorder::builder(spec.clone())
@@ -161,6 +179,7 @@ fn simulate(args: &DemoArgs) -> Result<(), String> {
     let config = PublisherConfig {
         reference: args.reference.clone(),
         expert_selections: args.expert_selections,
+        layer_detail: args.layer_detail(),
         interval: Duration::from_millis(args.interval_ms.max(1)),
         ..PublisherConfig::default()
     };

@@ -63,6 +63,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         PublisherConfig {
             reference: args.reference.clone(),
             expert_selections: args.expert_selections,
+            layer_detail: args.layer_detail(),
             interval,
             ..PublisherConfig::default()
         },

@@ -456,7 +456,15 @@ fn collapse_alert_fires_in_prometheus_and_every_panel_has_data() {
     // The demo: OLMoE-shaped routing (16 MoE layers, 64 experts), publication every second
     // into a 20 s window, per-expert counters on; Hebrew collapses at COLLAPSE_AT.
     let mut demo = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args(["demo", "--simulate", "--quiet", "--expert-selections"])
+        .args([
+            "demo",
+            "--simulate",
+            "--quiet",
+            "--expert-selections",
+            // The dashboards' drill-down panels show opt-in layer detail.
+            "--layer-detail",
+            "all",
+        ])
         .args(["--listen", "127.0.0.1:0", "--model", MODEL])
         .args([
             "--collapse-at",

@@ -88,25 +88,30 @@ fn bad(field: String, problem: impl Into<String>) -> AnalysisError {
     }
 }
 
-fn check_number(field: String, x: f64) -> Result<(), AnalysisError> {
+/// Checks one number; the field's path is only built for an error (validation runs on every
+/// count of every round of the live path).
+fn check_number(field: impl FnOnce() -> String, x: f64) -> Result<(), AnalysisError> {
     if !x.is_finite() {
-        Err(bad(field, format!("{x} is not a finite number")))
+        Err(bad(field(), format!("{x} is not a finite number")))
     } else if x < 0.0 {
-        Err(bad(field, format!("{x} is negative")))
+        Err(bad(field(), format!("{x} is negative")))
     } else {
         Ok(())
     }
 }
 
-fn check_vector(field: String, v: &[f64], e: usize) -> Result<(), AnalysisError> {
+fn check_vector(field: impl Fn() -> String, v: &[f64], e: usize) -> Result<(), AnalysisError> {
     if v.len() != e {
         return Err(bad(
-            field,
+            field(),
             format!("{} entries, model.num_experts is {e}", v.len()),
         ));
     }
+    if v.iter().all(|x| x.is_finite() && *x >= 0.0) {
+        return Ok(());
+    }
     for (i, x) in v.iter().enumerate() {
-        check_number(format!("{field}[{i}]"), *x)?;
+        check_number(|| format!("{}[{i}]", field()), *x)?;
     }
     Ok(())
 }
@@ -127,18 +132,18 @@ fn check_layers(
         ));
     }
     for (i, lc) in layers.iter().enumerate() {
-        let p = format!("{path}.layers[{i}]");
-        check_number(format!("{p}.tokens"), lc.tokens)?;
-        check_vector(format!("{p}.expert_tokens"), &lc.expert_tokens, e)?;
+        let p = || format!("{path}.layers[{i}]");
+        check_number(|| format!("{}.tokens", p()), lc.tokens)?;
+        check_vector(|| format!("{}.expert_tokens", p()), &lc.expert_tokens, e)?;
         if let Some(ps) = &lc.prob_sum {
-            check_vector(format!("{p}.prob_sum"), ps, e)?;
+            check_vector(|| format!("{}.prob_sum", p()), ps, e)?;
         }
-        check_number(format!("{p}.prob_tokens"), lc.prob_tokens)?;
+        check_number(|| format!("{}.prob_tokens", p()), lc.prob_tokens)?;
         if let Some(x) = lc.selection_entropy_sum_bits {
-            check_number(format!("{p}.selection_entropy_sum_bits"), x)?;
+            check_number(|| format!("{}.selection_entropy_sum_bits", p()), x)?;
         }
         if let Some(x) = lc.topk_weight_sum {
-            check_number(format!("{p}.topk_weight_sum"), x)?;
+            check_number(|| format!("{}.topk_weight_sum", p()), x)?;
         }
     }
     Ok(())
@@ -150,12 +155,12 @@ fn check_language(
     l: usize,
     e: usize,
 ) -> Result<(), AnalysisError> {
-    check_number(format!("{path}.tokens"), lc.tokens)?;
+    check_number(|| format!("{path}.tokens"), lc.tokens)?;
     if let Some(c) = lc.chars {
-        check_number(format!("{path}.chars"), c)?;
+        check_number(|| format!("{path}.chars"), c)?;
     }
     if let Some(w) = lc.words {
-        check_number(format!("{path}.words"), w)?;
+        check_number(|| format!("{path}.words"), w)?;
     }
     check_layers(path, &lc.layers, l, e)?;
     if let Some(halves) = &lc.halves {
@@ -312,6 +317,16 @@ pub enum LsiBasis {
     Probability,
     /// Usage shares p_e (probabilities missing somewhere).
     Usage,
+}
+
+impl LsiBasis {
+    /// The name used in JSON and tables: `probability` or `usage`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LsiBasis::Probability => "probability",
+            LsiBasis::Usage => "usage",
+        }
+    }
 }
 
 /// The LSI basis for a pair: `Probability` when both languages have mean router probabilities in
