@@ -124,6 +124,7 @@ fn round() -> Publication {
             sample(GINI, &["qwen3-otlp", "47", "he"], 0.6875),
             sample(TOKENS_TOTAL, &["qwen3-otlp", "he"], 4_096.0),
         ],
+        summaries: Vec::new(),
     }
 }
 

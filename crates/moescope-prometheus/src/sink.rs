@@ -100,6 +100,45 @@ impl Sink for MetricsSink {
     }
 }
 
+/// Escapes a label value for the text exposition format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Appends `summaries` to `out` in the text exposition format (HELP and TYPE once per metric).
+pub(crate) fn render_summaries(summaries: &[Summary], out: &mut String) {
+    let mut described = Vec::new();
+    for s in summaries {
+        let d = s.metric.descriptor();
+        if d.kind != Kind::Summary || s.labels.len() != d.labels.len() {
+            continue;
+        }
+        if !described.contains(&d.name) {
+            described.push(d.name);
+            let _ = writeln!(out, "# HELP {} {}", d.name, d.help);
+            let _ = writeln!(out, "# TYPE {} summary", d.name);
+        }
+        let labels: Vec<String> = d
+            .labels
+            .iter()
+            .zip(&s.labels)
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let labels = labels.join(",");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (q, v) in &s.quantiles {
+            if v.is_finite() {
+                let _ = writeln!(out, "{}{{{labels}{sep}quantile=\"{q}\"}} {v}", d.name);
+            }
+        }
+        let sum = if s.sum.is_finite() { s.sum } else { 0.0 };
+        let _ = writeln!(out, "{}_sum{{{labels}}} {sum}", d.name);
+        let _ = writeln!(out, "{}_count{{{labels}}} {}", d.name, s.count);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,43 +189,31 @@ mod tests {
         }
         assert_eq!(seen, 2);
     }
-}
 
-/// Escapes a label value for the text exposition format.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Appends `summaries` to `out` in the text exposition format (HELP and TYPE once per metric).
-pub(crate) fn render_summaries(summaries: &[Summary], out: &mut String) {
-    let mut described = Vec::new();
-    for s in summaries {
-        let d = s.metric.descriptor();
-        if d.kind != Kind::Summary || s.labels.len() != d.labels.len() {
-            continue;
-        }
-        if !described.contains(&d.name) {
-            described.push(d.name);
-            let _ = writeln!(out, "# HELP {} {}", d.name, d.help);
-            let _ = writeln!(out, "# TYPE {} summary", d.name);
-        }
-        let labels: Vec<String> = d
-            .labels
-            .iter()
-            .zip(&s.labels)
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        let labels = labels.join(",");
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (q, v) in &s.quantiles {
-            if v.is_finite() {
-                let _ = writeln!(out, "{}{{{labels}{sep}quantile=\"{q}\"}} {v}", d.name);
-            }
-        }
-        let sum = if s.sum.is_finite() { s.sum } else { 0.0 };
-        let _ = writeln!(out, "{}_sum{{{labels}}} {sum}", d.name);
-        let _ = writeln!(out, "{}_count{{{labels}}} {}", d.name, s.count);
+    #[test]
+    fn summaries_render_as_prometheus_summaries() {
+        let mut out = String::new();
+        render_summaries(
+            &[Summary {
+                metric: Metric::MonitorRecordSeconds,
+                labels: vec!["q\"wen\\3".into()],
+                quantiles: vec![(0.5, 1e-7), (1.0, f64::NAN)],
+                count: 12,
+                sum: 2.5e-6,
+            }],
+            &mut out,
+        );
+        let name = "moe_routing_monitor_record_seconds";
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with(&format!("# HELP {name} ")));
+        assert_eq!(lines[1], format!("# TYPE {name} summary"));
+        assert_eq!(
+            lines[2..],
+            [
+                format!("{name}{{model=\"q\\\"wen\\\\3\",quantile=\"0.5\"}} 0.0000001"),
+                format!("{name}_sum{{model=\"q\\\"wen\\\\3\"}} 0.0000025"),
+                format!("{name}_count{{model=\"q\\\"wen\\\\3\"}} 12"),
+            ]
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! OpenTelemetry end to end: simulated routing → recorder → publisher → observable
-//! instruments → the SDK's in-memory exporter, checked against `moescope analyze` on the
-//! round's own snapshot.
+//! instruments → the SDK's in-memory exporter, checked against the offline analysis
+//! (`moescope analyze`) on the round's own snapshot.
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use moescope_core::{ModelSpec, Recorder};
@@ -15,7 +15,6 @@ use moescope_publish::{
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use serde_json::Value;
 
 type Points = BTreeMap<(String, Vec<(String, String)>), f64>;
 
@@ -102,16 +101,11 @@ fn otel_instruments_carry_what_analyze_computes() {
     Sink::publish(&mut sink, &round.publication);
     let points = collect(&provider, &exporter);
 
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("otel_end_to_end");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("round.json");
+    // The snapshot through its JSON form, as `moescope analyze` would read it.
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("otel_round.json");
     round.snapshot.write_json(&path).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args(["analyze", path.to_str().unwrap(), "--reference", "en"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snapshot = moescope_core::Snapshot::read_json(&path).unwrap();
+    let a = common::analysis_json(&snapshot, "en");
 
     let mut compared = 0;
     for row in a["layers"].as_array().unwrap() {
