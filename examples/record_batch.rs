@@ -26,13 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sequence_id: Some(2),
         },
     ];
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |n: u32| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % u64::from(n)) as u32
-    };
+    let mut rng = moescope::rng::Rng::new(1);
+    let mut next = move |n: u32| rng.below(n as usize) as u32;
     let mut ids = Vec::with_capacity(64 * k);
     for _step in 0..200 {
         for layer in 0..layers {
@@ -52,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             }
-            recorder.record(&RouterBatch::new(
+            recorder.record(&RouterBatch::at_depth(
                 layer,
                 &ids,
                 Languages::Segments(&segments),

@@ -8,14 +8,15 @@
 //! active experts, LSI, cross-language similarity, and the collapse verdict.
 //!
 //! ```
-//! use moescope::{stats, Languages, ModelSpec, Recorder, RouterBatch};
+//! use moescope::prelude::*;
+//! use moescope::stats;
 //!
 //! let recorder = Recorder::new(ModelSpec::preset("qwen3-30b-a3b")?)?;
 //! let he = recorder.language("he"); // once per request; untrusted tags are fine
 //!
 //! // One forward step of the last MoE layer: 4 Hebrew tokens, top-8 expert ids each.
 //! let ids: Vec<u32> = (0..4 * 8).map(|i| i % 8).collect();
-//! recorder.record(&RouterBatch::new(47, &ids, Languages::All(he)))?;
+//! recorder.record(&RouterBatch::at_depth(47, &ids, Languages::All(he)))?;
 //!
 //! let snapshot = recorder.snapshot();
 //! let layer = &snapshot.languages["he"].layers[47];
@@ -30,7 +31,22 @@
 //! ONNX MoE on the CPU and record its routers). docs/METRICS.md defines every metric and its
 //! Prometheus name.
 
-pub use moescope_core::*;
+// The types a serving binary touches, at the root; everything else under its module.
+pub use moescope_core::{
+    background, batch, clock, lang, recorder, rng, sampling, snapshot, spec, window,
+};
+pub use moescope_core::{
+    ConfigError, DropReason, LangId, Languages, ModelSpec, RecordError, Recorded, Recorder,
+    RecorderBuilder, RouterBatch, SamplingConfig, SamplingRate, Segment, Snapshot, SnapshotError,
+    SpecError, WindowConfig,
+};
+
+/// `use moescope::prelude::*;` brings what an integration writes most: the recorder, the
+/// model spec, a router batch with its languages, and the snapshot.
+pub mod prelude {
+    pub use crate::{LangId, Languages, ModelSpec, Recorder, RouterBatch, Segment, Snapshot};
+}
+
 pub use moescope_stats as stats;
 
 /// The metric catalogue, the publisher and the `Sink` trait (feature `publish`, implied by

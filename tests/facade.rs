@@ -13,7 +13,7 @@ fn recorded_snapshot_round_trips_and_analyzes() {
     for depth in 0..8 {
         // en: uniform over 4 experts in every layer (2 bits).
         let ids: Vec<u32> = (0..600).map(|i| i % 4).collect();
-        rec.record(&RouterBatch::new(depth, &ids, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(depth, &ids, Languages::All(en)))
             .unwrap();
         // he: uniform in layers 0..6; in the deep layers (d = 2: depths 6 and 7) all on one
         // expert (0 bits).
@@ -22,7 +22,7 @@ fn recorded_snapshot_round_trips_and_analyzes() {
         } else {
             (0..600).map(|i| i % 4).collect()
         };
-        rec.record(&RouterBatch::new(depth, &ids, Languages::All(he)))
+        rec.record(&RouterBatch::at_depth(depth, &ids, Languages::All(he)))
             .unwrap();
     }
     let snapshot = rec.snapshot();

@@ -168,7 +168,8 @@ impl MoescopeSink {
 impl Sink for MoescopeSink {
     #[inline]
     fn record(&self, w: &Workload, layer: usize, _: &mut ThreadState) {
-        let batch = RouterBatch::new(layer, &w.ids[layer], Languages::PerToken(&self.lang_ids));
+        let batch =
+            RouterBatch::at_depth(layer, &w.ids[layer], Languages::PerToken(&self.lang_ids));
         // The workload is valid; a failure would show up as missing counts in the tests.
         let _ = self.recorder.record(&batch);
     }

@@ -156,7 +156,7 @@ impl RoundBench {
                         }
                     }
                 }
-                let batch = RouterBatch::new(depth, &ids, Languages::All(id));
+                let batch = RouterBatch::at_depth(depth, &ids, Languages::All(id));
                 let batch = if self.workload.probabilities {
                     batch.probabilities(&probs)
                 } else {

@@ -83,6 +83,7 @@ pub fn run(args: &BenchArgs) -> u8 {
         return publisher_round(args.quick, args.json);
     }
     if args.model_overhead {
+        #[cfg(feature = "demo")]
         return match crate::model_bench::run(args.quick, args.json, args.batch_tokens.max(1)) {
             Ok(()) => 0,
             Err(e) => {
@@ -90,6 +91,13 @@ pub fn run(args: &BenchArgs) -> u8 {
                 2
             }
         };
+        #[cfg(not(feature = "demo"))]
+        {
+            eprintln!(
+                "moescope bench --model-overhead: this build has no model runner; build the CLI with its `demo` feature"
+            );
+            return 2;
+        }
     }
     if args.tokens.iter().chain(&args.threads).any(|&n| n == 0) {
         eprintln!("moescope bench: --tokens and --threads take positive numbers");

@@ -4,9 +4,13 @@
 //!   snapshot.
 //! - `moescope diff`: base against candidate checkpoint; the exit code gates a rollout.
 //! - `moescope bench`: what recording costs on this machine, against the alternatives.
-//! - `moescope demo`: a real MoE model (ONNX, run by tract) behind an HTTP server with a
-//!   multilingual load generator, its routing recorded per language and served at `/metrics`;
-//!   `--simulate` drives a simulated router with a scripted deep-layer collapse instead.
+//! - `moescope demo` (feature `demo`, on by default): a real MoE model (ONNX, run by tract)
+//!   behind an HTTP server with a multilingual load generator, its routing recorded per
+//!   language and served at `/metrics`; `--simulate` drives a simulated router with a
+//!   scripted deep-layer collapse instead.
+//!
+//! Without default features (`cargo install moescope-cli --no-default-features`) the binary
+//! has `analyze`, `diff` and `bench`, and builds without tract.
 
 use std::process::ExitCode;
 
@@ -14,10 +18,10 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod bench;
+#[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "demo")]
 mod model_bench;
-mod sentences;
-mod serve;
 
 /// Per-language routing health for Mixture-of-Experts models.
 #[derive(Parser, Debug)]
@@ -41,6 +45,7 @@ enum Command {
     /// Run the pipeline live: a real MoE model through tract, served over HTTP with a
     /// multilingual load generator, routing recorded and served at /metrics, with a terminal
     /// view. `--simulate`: simulated routing where one language collapses and recovers.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
 }
 
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run_analyze(args),
         Command::Diff(args) => analyze::run_diff(args),
         Command::Bench(args) => i32::from(bench::run(args)),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))

@@ -17,7 +17,7 @@ use moescope_tract::{
 };
 use serde::Serialize;
 
-use crate::sentences;
+use crate::demo::sentences;
 
 #[derive(Serialize)]
 struct Report {

@@ -15,11 +15,11 @@ fn snapshot(name: &str, deep_experts: u32) -> PathBuf {
     let seqs: Vec<u64> = (0..800).collect();
     for depth in 0..8 {
         let uniform: Vec<u32> = (0..1600).map(|i| (i % 8) as u32).collect();
-        rec.record(&RouterBatch::new(depth, &uniform, Languages::All(en)).sequence_ids(&seqs))
+        rec.record(&RouterBatch::at_depth(depth, &uniform, Languages::All(en)).sequence_ids(&seqs))
             .unwrap();
         let pool = if depth >= 6 { deep_experts } else { 8 };
         let ids: Vec<u32> = (0..1600).map(|i| (i as u32) % pool).collect();
-        rec.record(&RouterBatch::new(depth, &ids, Languages::All(he)).sequence_ids(&seqs))
+        rec.record(&RouterBatch::at_depth(depth, &ids, Languages::All(he)).sequence_ids(&seqs))
             .unwrap();
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("recorder_snapshots");

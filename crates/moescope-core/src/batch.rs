@@ -71,16 +71,26 @@ pub enum Languages<'a> {
 
 /// One MoE layer's routing decisions for one forward step.
 ///
+/// A batch names its MoE layer by **depth**: 0 for the model's first MoE layer, `L − 1` for
+/// its last. That is not the model's own layer number when some layers are dense: DeepSeek-V3's
+/// MoE layers are numbers 3..=60, depths 0..=57. [`ModelSpec::depth_of`] maps a layer number to
+/// its depth; snapshots, the statistics and metric labels use layer numbers.
+///
 /// ```
-/// use moescope_core::{LangId, Languages, RouterBatch};
-/// let ids: [u32; 4] = [3, 7, 0, 1]; // T = 2 tokens, top-2
-/// let logits = [0.0f32; 2 * 8];    // E = 8
-/// let batch = RouterBatch::new(0, &ids, Languages::All(LangId::UND)).logits(&logits);
-/// assert_eq!(batch.layer(), 0);
+/// use moescope_core::{LangId, Languages, ModelSpec, RouterBatch};
+/// let spec = ModelSpec::preset("deepseek-v3")?;
+/// let depth = spec.depth_of(3).unwrap(); // layer number 3 is the first MoE layer
+/// assert_eq!(depth, 0);
+/// let ids: [u32; 16] = [0; 16];           // T = 2 tokens, top-8
+/// let batch = RouterBatch::at_depth(depth, &ids, Languages::All(LangId::UND));
+/// assert_eq!(batch.depth(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// [`ModelSpec::depth_of`]: crate::ModelSpec::depth_of
 #[derive(Clone, Copy, Debug)]
 pub struct RouterBatch<'a, I: ExpertId = u32> {
-    pub(crate) layer: usize,
+    pub(crate) depth: usize,
     pub(crate) expert_ids: &'a [I],
     pub(crate) topk_weights: Option<&'a [f32]>,
     pub(crate) scores: Option<RouterScores<'a>>,
@@ -89,11 +99,12 @@ pub struct RouterBatch<'a, I: ExpertId = u32> {
 }
 
 impl<'a, I: ExpertId> RouterBatch<'a, I> {
-    /// A batch for MoE layer `layer` (its depth index `0..L`, see
-    /// `ModelSpec::moe_layer_index`), with the top-k expert ids row-major `T × k`.
-    pub fn new(layer: usize, expert_ids: &'a [I], languages: Languages<'a>) -> Self {
+    /// A batch for the MoE layer at depth `depth` (`0..L`; not the model's layer number:
+    /// see [`ModelSpec::depth_of`](crate::ModelSpec::depth_of)), with the top-k expert ids
+    /// row-major `T × k`.
+    pub fn at_depth(depth: usize, expert_ids: &'a [I], languages: Languages<'a>) -> Self {
         RouterBatch {
-            layer,
+            depth,
             expert_ids,
             topk_weights: None,
             scores: None,
@@ -126,9 +137,9 @@ impl<'a, I: ExpertId> RouterBatch<'a, I> {
         self
     }
 
-    /// The MoE layer's depth index.
-    pub fn layer(&self) -> usize {
-        self.layer
+    /// The MoE layer's depth (`0..L`).
+    pub fn depth(&self) -> usize {
+        self.depth
     }
 }
 
@@ -146,13 +157,15 @@ pub struct Recorded {
 }
 
 /// Why input was dropped. Each reason has a counter ([`crate::Recorder::dropped`]) and a
-/// label value for `moe_routing_dropped_total{reason}`.
+/// label value for `moe_routing_dropped_total{reason}`. New reasons may be added: iterate
+/// [`DropReason::ALL`] rather than matching exhaustively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum DropReason {
     /// A length did not match (ids not a multiple of k, languages, weights, scores or
     /// sequence ids of the wrong length): the whole batch is dropped.
     ShapeMismatch,
-    /// The layer index is not below the model's number of MoE layers: the batch is dropped.
+    /// The MoE layer depth is not below the model's number of MoE layers: the batch is dropped.
     LayerOutOfRange,
     /// An expert id is negative or not below E: the token is dropped.
     ExpertOutOfRange,
@@ -174,7 +187,7 @@ pub const MAX_BATCH_TOKENS: usize = 1 << 24;
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: &'static [DropReason] = &[
         DropReason::ShapeMismatch,
         DropReason::LayerOutOfRange,
         DropReason::ExpertOutOfRange,
@@ -199,6 +212,9 @@ impl DropReason {
         }
     }
 
+    /// How many reasons there are (the length of [`DropReason::ALL`]).
+    pub(crate) const COUNT: usize = DropReason::ALL.len();
+
     pub(crate) const fn index(self) -> usize {
         self as usize
     }
@@ -207,6 +223,7 @@ impl DropReason {
 /// A batch the recorder could not take at all (its tokens are also counted as drops).
 /// Per-token problems are not errors: they are counted and reported in [`Recorded`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// A field's length does not match the batch's shape.
     #[error("router batch: {field} has {found} values, expected {expected}")]
@@ -218,13 +235,13 @@ pub enum RecordError {
         /// The length it has.
         found: usize,
     },
-    /// The layer index is out of range.
+    /// The MoE layer depth is out of range.
     #[error(
-        "router batch: layer index {layer} is out of range (the model has {layers} MoE layers)"
+        "router batch: MoE layer depth {depth} is out of range (the model has {layers} MoE layers, depths 0..{layers}; a layer number maps to its depth with ModelSpec::depth_of)"
     )]
     LayerOutOfRange {
-        /// The index passed.
-        layer: usize,
+        /// The depth passed.
+        depth: usize,
         /// MoE layers of the model.
         layers: usize,
     },

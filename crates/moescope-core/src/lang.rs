@@ -11,12 +11,25 @@
 //! Special tokens (padding, BOS/EOS, chat-template tokens) are excluded from every count by
 //! tagging them [`LangId::EXCLUDED`], as the paper excludes them from its statistics.
 //!
+//! # No client can take the slots for good
+//!
+//! With an allowlist ([`LanguageRegistry::with_allowlist`], or the recorder builder's
+//! `allowed_languages`) only listed tags get a slot. Without one, when a new tag finds every
+//! slot taken, the recorder's upkeep gives back the slots of languages that were neither
+//! interned nor recorded for a whole window (their counts have all left the window, and their
+//! totals are dropped), and the next new tags take them. A freed id that a caller kept counts
+//! nowhere: its staged counts are dropped at the next fold (as `unknown_language`). Intern
+//! a tag per request (it is a lock-free lookup) rather than keeping ids across idle periods:
+//! an id kept through a whole idle window and used again after its slot was taken by another
+//! language would count for that language.
+//!
 //! # Concurrency
 //!
 //! [`LanguageRegistry::intern`] never takes a lock. A tag lives in a fixed slot made of
-//! atomics; a writer claims a slot with one `fetch_add`, writes the tag and publishes it by
-//! setting `ready` with `Release`; readers only compare slots whose `ready` they loaded with
-//! `Acquire`. Two threads interning the same new tag at the same instant may both claim a
+//! atomics; a writer claims a fresh slot with one `fetch_add` (or a freed one with a
+//! compare-and-swap of its state word), writes the tag and publishes it by setting `READY` with
+//! `Release`; readers only compare slots whose state they loaded with `Acquire`, and check
+//! the slot's generation again after reading the tag. Two threads interning the same new tag at the same instant may both claim a
 //! slot: the tag then owns two slots, which costs one slot of the cap and nothing else,
 //! because snapshots merge slots by tag.
 
@@ -198,39 +211,83 @@ pub enum TagError {
     },
 }
 
+/// A slot's state word: who may read its tag, and when the tag was last interned.
+///
+/// | bits | meaning |
+/// |---|---|
+/// | 0..48 | last intern, Unix ms (mod 2^48) |
+/// | 48..62 | generation: bumped each time the slot is claimed for a tag |
+/// | 62 | `READY`: the tag words are written and the slot is findable |
+/// | 63 | `CLAIMING`: a thread is writing the tag words |
+///
+/// A slot is free when neither flag is set. Every transition is a compare-and-swap on the
+/// whole word, so an intern that refreshes the activity and a reader that frees an idle slot
+/// cannot both succeed from the same state.
+mod state {
+    pub const ACTIVITY: u64 = (1 << 48) - 1;
+    pub const GENERATION: u64 = ((1 << 14) - 1) << 48;
+    pub const READY: u64 = 1 << 62;
+    pub const CLAIMING: u64 = 1 << 63;
+
+    pub fn activity(st: u64) -> u64 {
+        st & ACTIVITY
+    }
+
+    pub fn next_generation(st: u64) -> u64 {
+        (st & GENERATION).wrapping_add(1 << 48) & GENERATION
+    }
+}
+
 struct TagSlot {
-    /// Set last, with `Release`, once `words` hold the tag.
-    ready: AtomicBool,
+    /// See [`state`]. Set to `READY` last, with `Release`, once `words` hold the tag.
+    state: AtomicU64,
     words: [AtomicU64; TAG_WORDS],
 }
 
 impl TagSlot {
     fn new() -> TagSlot {
         TagSlot {
-            ready: AtomicBool::new(false),
+            state: AtomicU64::new(0),
             words: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
-    fn load(&self) -> Option<[u64; TAG_WORDS]> {
-        if !self.ready.load(Ordering::Acquire) {
+    /// The tag words and the state they were read under, if the slot is ready.
+    fn load(&self) -> Option<([u64; TAG_WORDS], u64)> {
+        let st = self.state.load(Ordering::Acquire);
+        if st & state::READY == 0 {
             return None;
         }
-        Some(std::array::from_fn(|i| {
-            self.words[i].load(Ordering::Relaxed)
-        }))
+        let words = std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
+        // A slot freed and claimed again while we read has another generation: retry later.
+        let again = self.state.load(Ordering::Acquire);
+        (again & (state::READY | state::GENERATION) == st & (state::READY | state::GENERATION))
+            .then_some((words, st))
     }
 }
 
 /// Interns untrusted language tags to [`LangId`]s, with a cap on how many are tracked.
+///
+/// Optionally with an allowlist ([`LanguageRegistry::with_allowlist`]): only listed tags get a
+/// slot of their own, every other valid tag counts as `other`. Without one, a registry whose
+/// slots are all taken can give back the slots of languages that went idle
+/// ([`LanguageRegistry::free_idle`], which the recorder calls), so no client can take every
+/// slot for the life of the process.
 pub struct LanguageRegistry {
     max_languages: usize,
     /// `max_languages + 2` slots: `und`, `other`, then tracked tags in claim order.
     slots: Box<[TagSlot]>,
     /// Tracked slots claimed so far; may run past `max_languages` (claims past it fail).
     claimed: AtomicUsize,
+    /// Normalized tags that may get a slot; `None`: any valid tag.
+    allowlist: Option<Box<[[u64; TAG_WORDS]]>>,
+    /// Set when a new tag found every slot taken; cleared when [`free_idle`](Self::free_idle)
+    /// frees a slot.
+    pressure: AtomicBool,
     invalid_tags: AtomicU64,
     over_cap_tags: AtomicU64,
+    not_allowed_tags: AtomicU64,
+    recycled: AtomicU64,
 }
 
 impl LanguageRegistry {
@@ -244,15 +301,46 @@ impl LanguageRegistry {
             for (w, v) in slot.words.iter().zip(words) {
                 w.store(v, Ordering::Relaxed);
             }
-            slot.ready.store(true, Ordering::Release);
+            slot.state.store(state::READY, Ordering::Release);
         }
         LanguageRegistry {
             max_languages,
             slots,
             claimed: AtomicUsize::new(0),
+            allowlist: None,
+            pressure: AtomicBool::new(false),
             invalid_tags: AtomicU64::new(0),
             over_cap_tags: AtomicU64::new(0),
+            not_allowed_tags: AtomicU64::new(0),
+            recycled: AtomicU64::new(0),
         }
+    }
+
+    /// Only these tags (normalized on the way in) get a slot of their own; every other valid
+    /// tag counts as `other` ([`not_allowed_tags`](Self::not_allowed_tags)). The cap still
+    /// applies. `und` and `other` are always there.
+    ///
+    /// ```
+    /// use moescope_core::{LangId, LanguageRegistry};
+    /// let reg = LanguageRegistry::new(32).with_allowlist(["en", "HE", "ja"])?;
+    /// assert_eq!(reg.intern("he").index(), 2);
+    /// assert_eq!(reg.intern("xx-attack"), LangId::OTHER);
+    /// assert_eq!(reg.not_allowed_tags(), 1);
+    /// # Ok::<(), moescope_core::TagError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The [`TagError`] of the first listed tag that is not a valid language tag.
+    pub fn with_allowlist<S: AsRef<str>>(
+        mut self,
+        tags: impl IntoIterator<Item = S>,
+    ) -> Result<LanguageRegistry, TagError> {
+        let list = tags
+            .into_iter()
+            .map(|t| Tag::parse(t.as_ref()).map(|t| t.words()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.allowlist = Some(list.into_boxed_slice());
+        Ok(self)
     }
 
     /// The cap on tracked languages.
@@ -268,14 +356,21 @@ impl LanguageRegistry {
     /// The id of `raw`, interning it if it is new. Never fails, never blocks, never panics:
     /// an empty or missing tag gives `und`; an invalid one gives `und` and is counted
     /// ([`invalid_tags`](Self::invalid_tags)); a new tag past the cap gives `other` and is
-    /// counted ([`over_cap_tags`](Self::over_cap_tags)).
+    /// counted ([`over_cap_tags`](Self::over_cap_tags)), as does a tag not on the allowlist
+    /// ([`not_allowed_tags`](Self::not_allowed_tags)).
     pub fn intern(&self, raw: &str) -> LangId {
-        self.intern_with(raw, |_, _| {})
+        self.intern_with(raw, 0, |_, _| {})
     }
 
-    /// Like [`intern`](Self::intern), calling `on_new(id, tag)` once for a newly claimed slot,
-    /// before the slot becomes visible to other threads.
-    pub(crate) fn intern_with(&self, raw: &str, on_new: impl FnOnce(LangId, &Tag)) -> LangId {
+    /// Like [`intern`](Self::intern) at time `now_ms` (the activity that keeps a slot from
+    /// being freed), calling `on_new(id, tag)` once for a newly claimed slot, before the slot
+    /// becomes visible to other threads.
+    pub(crate) fn intern_with(
+        &self,
+        raw: &str,
+        now_ms: u64,
+        on_new: impl FnOnce(LangId, &Tag),
+    ) -> LangId {
         let tag = match Tag::parse(raw) {
             Ok(tag) => tag,
             Err(TagError::Empty) => return LangId::UND,
@@ -285,24 +380,63 @@ impl LanguageRegistry {
             }
         };
         let words = tag.words();
-        if let Some(id) = self.find(&words) {
+        if let Some(id) = self.find_and_touch(&words, now_ms) {
             return id;
         }
+        if let Some(list) = &self.allowlist {
+            if !list.contains(&words) {
+                self.not_allowed_tags.fetch_add(1, Ordering::Relaxed);
+                return LangId::OTHER;
+            }
+        }
+        let now = now_ms & state::ACTIVITY;
         let claim = self.claimed.fetch_add(1, Ordering::Relaxed);
-        if claim >= self.max_languages {
-            // Keep the counter from wrapping under a flood of new tags.
-            self.claimed.store(self.max_languages, Ordering::Relaxed);
-            self.over_cap_tags.fetch_add(1, Ordering::Relaxed);
-            return LangId::OTHER;
+        if claim < self.max_languages {
+            let id = LangId((claim + 2) as u16);
+            let slot = &self.slots[id.index()];
+            for (w, v) in slot.words.iter().zip(words) {
+                w.store(v, Ordering::Relaxed);
+            }
+            on_new(id, &tag);
+            let generation = state::next_generation(slot.state.load(Ordering::Relaxed));
+            slot.state
+                .store(generation | state::READY | now, Ordering::Release);
+            return id;
         }
-        let id = LangId((claim + 2) as u16);
-        let slot = &self.slots[id.index()];
-        for (w, v) in slot.words.iter().zip(words) {
-            w.store(v, Ordering::Relaxed);
+        // Keep the counter from wrapping under a flood of new tags.
+        self.claimed.store(self.max_languages, Ordering::Relaxed);
+        // Every slot was claimed once: take a slot that was freed, if any.
+        for i in 2..self.slots.len() {
+            let slot = &self.slots[i];
+            let st = slot.state.load(Ordering::Relaxed);
+            if st & (state::READY | state::CLAIMING) != 0 {
+                continue;
+            }
+            let generation = state::next_generation(st);
+            if slot
+                .state
+                .compare_exchange(
+                    st,
+                    generation | state::CLAIMING,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let id = LangId(i as u16);
+            for (w, v) in slot.words.iter().zip(words) {
+                w.store(v, Ordering::Relaxed);
+            }
+            on_new(id, &tag);
+            slot.state
+                .store(generation | state::READY | now, Ordering::Release);
+            return id;
         }
-        on_new(id, &tag);
-        slot.ready.store(true, Ordering::Release);
-        id
+        self.pressure.store(true, Ordering::Relaxed);
+        self.over_cap_tags.fetch_add(1, Ordering::Relaxed);
+        LangId::OTHER
     }
 
     /// Ids below this have been issued (claimed slots; `und` and `other` always).
@@ -314,20 +448,90 @@ impl LanguageRegistry {
     /// The id of an already interned tag, without interning. `None` for unknown or invalid tags.
     pub fn get(&self, raw: &str) -> Option<LangId> {
         let tag = Tag::parse(raw).ok()?;
-        self.find(&tag.words())
+        self.find(&tag.words()).map(|(id, _)| id)
     }
 
-    fn find(&self, words: &[u64; TAG_WORDS]) -> Option<LangId> {
+    fn find(&self, words: &[u64; TAG_WORDS]) -> Option<(LangId, u64)> {
         let tracked = self.claimed.load(Ordering::Relaxed).min(self.max_languages);
         // `und` and `other` are found like any tag, so "und" maps to UND.
-        (0..tracked + 2)
-            .find(|&i| self.slots[i].load().as_ref() == Some(words))
-            .map(|i| LangId(i as u16))
+        (0..tracked + 2).find_map(|i| match self.slots[i].load() {
+            Some((w, st)) if &w == words => Some((LangId(i as u16), st)),
+            _ => None,
+        })
     }
 
-    /// The normalized tag of `id`; `None` for an id that is not (yet) interned or `EXCLUDED`.
+    /// [`find`](Self::find), recording the intern's time on the slot (at most once a second,
+    /// with a compare-and-swap that fails if the slot is being freed: then it looks again).
+    fn find_and_touch(&self, words: &[u64; TAG_WORDS], now_ms: u64) -> Option<LangId> {
+        let now = now_ms & state::ACTIVITY;
+        for _ in 0..4 {
+            let (id, st) = self.find(words)?;
+            if id.index() < 2 || now_ms == 0 || now.saturating_sub(state::activity(st)) < 1_000 {
+                return Some(id);
+            }
+            let fresh = (st & !state::ACTIVITY) | now;
+            if self.slots[id.index()]
+                .state
+                .compare_exchange(st, fresh, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(id);
+            }
+        }
+        // Contended four times: the slot is in use, so it is not being freed.
+        self.find(words).map(|(id, _)| id)
+    }
+
+    /// Frees the slots of languages not interned since `idle_since_ms` and for which
+    /// `is_idle(id)` (the recorder: no counts of it left in its window), but only when a new
+    /// tag recently found every slot taken. Returns the freed ids; their tags are gone, so a
+    /// later intern of the same tag claims a slot again. Called by the recorder's upkeep.
+    pub(crate) fn free_idle(
+        &self,
+        idle_since_ms: u64,
+        mut is_idle: impl FnMut(LangId) -> bool,
+    ) -> Vec<LangId> {
+        if !self.pressure.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let cutoff = idle_since_ms & state::ACTIVITY;
+        let mut freed = Vec::new();
+        for i in 2..self.slots.len() {
+            let slot = &self.slots[i];
+            let st = slot.state.load(Ordering::Acquire);
+            let id = LangId(i as u16);
+            if st & state::READY == 0 || state::activity(st) >= cutoff || !is_idle(id) {
+                continue;
+            }
+            // Keeps the generation; fails if an intern touched the slot meanwhile.
+            if slot
+                .state
+                .compare_exchange(
+                    st,
+                    st & state::GENERATION,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                self.recycled.fetch_add(1, Ordering::Relaxed);
+                freed.push(id);
+            }
+        }
+        if !freed.is_empty() {
+            // Until a later tag finds every slot taken again.
+            self.pressure.store(false, Ordering::Relaxed);
+        }
+        freed
+    }
+
+    /// The normalized tag of `id`; `None` for an id that is not (yet) interned, freed, or
+    /// `EXCLUDED`.
     pub fn tag(&self, id: LangId) -> Option<Tag> {
-        self.slots.get(id.index())?.load().map(Tag::from_words)
+        self.slots
+            .get(id.index())?
+            .load()
+            .map(|(words, _)| Tag::from_words(words))
     }
 
     /// Every interned id with its tag, `und` and `other` first. A tag interned twice by a race
@@ -346,9 +550,19 @@ impl LanguageRegistry {
         self.invalid_tags.load(Ordering::Relaxed)
     }
 
-    /// New tags seen after the cap was reached (each mapped to `other`).
+    /// New tags seen while every slot was taken (each mapped to `other`).
     pub fn over_cap_tags(&self) -> u64 {
         self.over_cap_tags.load(Ordering::Relaxed)
+    }
+
+    /// Valid tags not on the allowlist (each mapped to `other`).
+    pub fn not_allowed_tags(&self) -> u64 {
+        self.not_allowed_tags.load(Ordering::Relaxed)
+    }
+
+    /// Slots given back by languages that went idle, so far.
+    pub fn recycled_slots(&self) -> u64 {
+        self.recycled.load(Ordering::Relaxed)
     }
 }
 

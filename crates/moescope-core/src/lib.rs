@@ -17,7 +17,7 @@
 //!
 //! // Layer 3, three tokens of a Hebrew request: each row is a token's top-2 experts.
 //! let ids: [u32; 6] = [5, 1, 5, 2, 5, 7];
-//! recorder.record(&RouterBatch::new(3, &ids, Languages::All(he)))?;
+//! recorder.record(&RouterBatch::at_depth(3, &ids, Languages::All(he)))?;
 //!
 //! let snapshot = recorder.snapshot();
 //! let layer = &snapshot.languages["he"].layers[3];
@@ -28,15 +28,19 @@
 //!
 //! Modules, in the order data flows: [`spec`] (the model), [`lang`] (tags to ids),
 //! [`batch`] (what the serving path passes), [`recorder`] (the hot path and the reader),
-//! [`sampling`] (per-language rates), [`window`] (the bucket ring and its memory bound),
-//! [`snapshot`] (the interchange format), [`clock`].
-#![warn(missing_docs)]
+//! [`sampling`] (per-language rates), [`window`] (the bucket ring, its running sums and its
+//! memory bound), [`snapshot`] (the interchange format); and the small shared pieces
+//! [`clock`], [`rng`] and [`background`].
 
+pub mod background;
 pub mod batch;
 pub mod clock;
 pub mod lang;
+// The one module of core with `unsafe`: a lock-free once-cell (each block carries its SAFETY).
+#[allow(unsafe_code)]
 mod lazy;
 pub mod recorder;
+pub mod rng;
 pub mod sampling;
 pub mod snapshot;
 pub mod spec;
@@ -51,9 +55,12 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use lang::{LangId, LanguageRegistry, Tag, TagError, DEFAULT_MAX_LANGUAGES, MAX_TAG_LEN};
 pub use recorder::{
     ConfigError, LanguageTotals, RecordTimes, Recorder, RecorderBuilder, UpkeepThread,
-    MAX_WRITER_STRIPES, RECORD_TIME_SAMPLE_EVERY,
+    MAX_WRITER_STRIPES, RECORD_TIME_BUCKETS_SECONDS, RECORD_TIME_SAMPLE_EVERY,
 };
 pub use sampling::{SamplingConfig, SamplingError, SamplingRate};
-pub use snapshot::*;
+pub use snapshot::{
+    BucketCounts, HalfCounts, LanguageCounts, LayerCounts, Snapshot, SnapshotError, WindowRange,
+    SNAPSHOT_FORMAT,
+};
 pub use spec::{ModelSpec, SpecError};
-pub use window::{memory_bytes, WindowConfig};
+pub use window::WindowConfig;

@@ -175,14 +175,7 @@ pub(crate) fn weight_for_threshold(threshold: u64) -> f64 {
     }
 }
 
-/// SplitMix64's finalizer: a well-mixed 64-bit hash of `x`.
-#[inline]
-pub(crate) fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+pub(crate) use crate::rng::mix64;
 
 #[cfg(test)]
 mod tests {

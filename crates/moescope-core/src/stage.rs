@@ -97,6 +97,36 @@ impl StageBlock {
         })
     }
 
+    /// Zeroes every staged count; returns the tokens it held (the largest per-layer count).
+    pub(crate) fn clear(&self) -> u64 {
+        let take = |a: &AtomicU64| a.swap(0, Ordering::Relaxed);
+        let tokens = self
+            .layer_tokens
+            .iter()
+            .map(|a| crate::window::PackedHalves(take(a)).sum())
+            .max()
+            .unwrap_or(0);
+        for a in self
+            .counts
+            .iter()
+            .chain(self.topk_weight.iter())
+            .chain(&self.text)
+        {
+            take(a);
+        }
+        if let Some(p) = self.probs.get() {
+            for a in p
+                .prob_sum
+                .iter()
+                .chain(p.prob_tokens.iter())
+                .chain(p.entropy.iter())
+            {
+                take(a);
+            }
+        }
+        tokens
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         let p = self.probs.get().map_or(0, |p| {
             (p.prob_sum.len() + p.prob_tokens.len() + p.entropy.len()) * 8

@@ -25,17 +25,22 @@
 //!
 //! # Memory
 //!
-//! Known up front ([`memory_bytes`]). Per language recorded, in the window:
-//! `R·L·E·8 + R·L·16 + R·16` bytes, plus `R·L·E·8 + R·L·16` with probabilities, plus
+//! Known up front ([`RecorderBuilder::memory_bound`]). Per language recorded, in the window:
+//! `R·L·E·8 + R·L·16 + R·16` bytes, plus `R·L·E·8 + R·L·16` with probabilities; its running
+//! window sums, `2·L·E·8 + 3·L·8 + 24`, plus `L·E·8 + 2·L·8` with probabilities; plus
 //! `L·E·8 + L·8` of totals since start; in each
 //! staging stripe a writer thread used: `L·E·8 + L·16 + 16`, plus `L·E·8 + L·16` with
 //! probabilities; plus `R·8·(cap + 2) + R·16` of bucket metadata and 128 bytes per stripe.
 //! Qwen3-30B-A3B (L = 48, E = 128), default window (30 × 10 s, R = 31), 16 languages plus
-//! `und` and `other`, with probabilities, recorded from 4 threads: 63.8 MB (60.9 MiB).
+//! `und` and `other`, with probabilities, recorded from 4 threads: 66.5 MB (63.4 MiB).
+//!
+//! [`RecorderBuilder::memory_bound`]: crate::RecorderBuilder::memory_bound
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sampling::weight_for_threshold;
+use crate::snapshot::{HalfCounts, LanguageCounts, LayerCounts};
 use crate::stage::{load_f64, Claim};
 
 /// The shape of the rolling window.
@@ -62,12 +67,16 @@ impl WindowConfig {
         self.buckets + 1
     }
 
-    pub(crate) fn validate(&self) -> Result<(), &'static str> {
+    /// `Err((field, reason))` for a window no recorder can keep.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.bucket_ms == 0 {
-            return Err("window.bucket_ms must be at least 1");
+            return Err(("bucket_ms", "must be at least 1, got 0".into()));
         }
         if !(1..=100_000).contains(&self.buckets) {
-            return Err("window.buckets must be between 1 and 100000");
+            return Err((
+                "buckets",
+                format!("must be between 1 and 100000, got {}", self.buckets),
+            ));
         }
         Ok(())
     }
@@ -77,9 +86,11 @@ impl WindowConfig {
 /// reports) for a model of `layers` MoE layers and `experts` routed experts, `languages`
 /// languages recorded (count `und` and `other` if they get tokens), with or without router
 /// probabilities, a cap of `max_languages`, and `writer_threads` threads recording at once.
+/// Public as [`RecorderBuilder::memory_bound`].
 ///
 /// [`Recorder::allocated_bytes`]: crate::Recorder::allocated_bytes
-pub fn memory_bytes(
+/// [`RecorderBuilder::memory_bound`]: crate::RecorderBuilder::memory_bound
+pub(crate) fn memory_bytes(
     window: &WindowConfig,
     layers: usize,
     experts: usize,
@@ -92,10 +103,38 @@ pub fn memory_bytes(
     let (l, e) = (layers, experts);
     let probs = usize::from(with_probabilities);
     let ring = r * l * e * 8 + r * l * 16 + r * 16 + probs * (r * l * e * 8 + r * l * 16);
+    let sums = 2 * l * e * 8 + 3 * l * 8 + 24 + probs * (l * e * 8 + 2 * l * 8);
     let totals = l * e * 8 + l * 8;
     let stage = l * e * 8 + l * 16 + 16 + probs * (l * e * 8 + l * 16);
     let meta = r * 8 * (max_languages + 2) + r * 16;
-    languages * (ring + totals + writer_threads * stage) + meta + writer_threads * 128
+    languages * (ring + sums + totals + writer_threads * stage) + meta + writer_threads * 128
+}
+
+/// Two counts of the split-half control packed in one `u64`: half A in the low 32 bits,
+/// half B in the high 32 bits. Writers add [`PackedHalves::one`] of a token's half with one
+/// plain add; readers [`split`](PackedHalves::split) or [`sum`](PackedHalves::sum) them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PackedHalves(pub u64);
+
+impl PackedHalves {
+    /// What one token (or selection) of half `h & 1` adds: 1 in its half's 32 bits.
+    #[inline(always)]
+    pub(crate) const fn one(h: u64) -> u64 {
+        1u64 << (32 * (h & 1))
+    }
+
+    /// (half A, half B).
+    #[inline(always)]
+    pub(crate) const fn split(self) -> (u64, u64) {
+        (self.0 & 0xffff_ffff, self.0 >> 32)
+    }
+
+    /// Both halves together.
+    #[inline(always)]
+    pub(crate) const fn sum(self) -> u64 {
+        let (a, b) = self.split();
+        a + b
+    }
 }
 
 /// Probability sums of one language, all slots.
@@ -103,6 +142,54 @@ struct RingProbs {
     prob_sum: Vec<f64>,
     prob_tokens: Vec<u64>,
     entropy: Vec<f64>,
+}
+
+/// One language's counts summed over the slots in the window, each slot weighted by its
+/// sampling weight: what a snapshot reads, so that a snapshot costs one pass over `L·E`
+/// numbers per language rather than one per bucket. Folding adds to it; when a bucket leaves
+/// the window the sums are rebuilt from the slots that remain (once per bucket), so they
+/// never carry rounding residue of subtracted buckets: a count that left the window is 0.
+struct WindowSums {
+    /// `[half][layer][expert]`.
+    counts: [Vec<f64>; 2],
+    /// `[half][layer]`.
+    layer_tokens: [Vec<f64>; 2],
+    /// `[layer]`.
+    topk_weight: Vec<f64>,
+    /// Characters, words (not sampled).
+    text: [u64; 2],
+    /// Unweighted tokens over all layers and slots (exact): 0 when the language has no tokens
+    /// in the window.
+    raw_tokens: u64,
+    /// `[layer][expert]`, `[layer]`, `[layer]`: Σ π, tokens, Σ selection entropy.
+    probs: Option<(Vec<f64>, Vec<f64>, Vec<f64>)>,
+}
+
+impl WindowSums {
+    fn new(l: usize, e: usize) -> WindowSums {
+        WindowSums {
+            counts: [vec![0.0; l * e], vec![0.0; l * e]],
+            layer_tokens: [vec![0.0; l], vec![0.0; l]],
+            topk_weight: vec![0.0; l],
+            text: [0, 0],
+            raw_tokens: 0,
+            probs: None,
+        }
+    }
+
+    fn clear(&mut self) {
+        for v in self.counts.iter_mut().chain(self.layer_tokens.iter_mut()) {
+            v.fill(0.0);
+        }
+        self.topk_weight.fill(0.0);
+        self.text = [0, 0];
+        self.raw_tokens = 0;
+        if let Some((p, t, h)) = &mut self.probs {
+            p.fill(0.0);
+            t.fill(0.0);
+            h.fill(0.0);
+        }
+    }
 }
 
 /// Counts of one language, all slots, and its totals since start.
@@ -116,16 +203,7 @@ struct RingLang {
     topk_weight: Vec<f64>,
     text: Vec<u64>,
     probs: Option<RingProbs>,
-}
-
-/// One language's counts in one bucket, unweighted, as read back from the ring.
-pub(crate) struct BucketRead<'a> {
-    pub counts: &'a [u64],
-    pub layer_tokens: &'a [u64],
-    pub topk_weight: &'a [f64],
-    pub text: [u64; 2],
-    pub probs: Option<(&'a [f64], &'a [u64], &'a [f64])>,
-    pub threshold: u64,
+    sums: WindowSums,
 }
 
 /// The ring of buckets. Reader-owned: lives inside the recorder's reader mutex.
@@ -185,13 +263,18 @@ impl Ring {
         self.end_ms[slot]
     }
 
+    fn weight(&self, slot: usize, li: usize) -> f64 {
+        weight_for_threshold(self.thresholds[slot * self.lang_slots + li])
+    }
+
     /// Closes the current bucket at `boundary` and opens the next (zeroing the one that
-    /// leaves the window).
+    /// leaves the window, and rebuilding the window sums without it).
     pub(crate) fn rotate(&mut self, boundary: u64) {
         if self.order.len() >= self.buckets {
             if let Some(oldest) = self.order.pop_front() {
                 self.clear(oldest);
                 self.free.push(oldest);
+                self.rebuild_sums();
             }
         }
         let old = self.current();
@@ -221,19 +304,91 @@ impl Ring {
         self.end_ms[slot] = 0;
     }
 
-    /// Adds a claimed stripe's staged counts into the current slot and zeroes the stripe.
-    /// `thresholds` are those of the stripe's epoch.
-    pub(crate) fn fold(&mut self, claim: &Claim<'_>, thresholds: &[AtomicU64]) {
+    /// Recomputes every language's window sums from the slots in the window.
+    fn rebuild_sums(&mut self) {
+        let (l, e) = (self.layers, self.experts);
+        for li in 0..self.lang_slots {
+            let weights: Vec<(usize, f64)> = self
+                .order
+                .iter()
+                .map(|&s| (s, self.weight(s, li)))
+                .collect();
+            let Some(lang) = self.langs[li].as_mut() else {
+                continue;
+            };
+            let sums = &mut lang.sums;
+            sums.clear();
+            for &(slot, w) in &weights {
+                let counts = &lang.counts[slot * l * e..(slot + 1) * l * e];
+                let [sa, sb] = &mut sums.counts;
+                for ((a, b), &v) in sa.iter_mut().zip(sb.iter_mut()).zip(counts) {
+                    if v != 0 {
+                        let (x, y) = PackedHalves(v).split();
+                        *a += x as f64 * w;
+                        *b += y as f64 * w;
+                    }
+                }
+                let tokens = &lang.layer_tokens[slot * l..(slot + 1) * l];
+                let [ta, tb] = &mut sums.layer_tokens;
+                for ((a, b), &v) in ta.iter_mut().zip(tb.iter_mut()).zip(tokens) {
+                    let (x, y) = PackedHalves(v).split();
+                    *a += x as f64 * w;
+                    *b += y as f64 * w;
+                    sums.raw_tokens += x + y;
+                }
+                for (d, &v) in sums
+                    .topk_weight
+                    .iter_mut()
+                    .zip(&lang.topk_weight[slot * l..(slot + 1) * l])
+                {
+                    *d += v * w;
+                }
+                sums.text[0] += lang.text[slot * 2];
+                sums.text[1] += lang.text[slot * 2 + 1];
+                if let (Some(rp), Some((p, t, h))) = (&lang.probs, &mut sums.probs) {
+                    for (d, &v) in p
+                        .iter_mut()
+                        .zip(&rp.prob_sum[slot * l * e..(slot + 1) * l * e])
+                    {
+                        *d += v * w;
+                    }
+                    for i in 0..l {
+                        t[i] += rp.prob_tokens[slot * l + i] as f64 * w;
+                        h[i] += rp.entropy[slot * l + i] * w;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a claimed stripe's staged counts into the current slot (and the window sums) and
+    /// zeroes the stripe. `thresholds` are those of the stripe's epoch.
+    ///
+    /// Counts staged for a language slot that is not `live` (its id was freed while a writer
+    /// still held it) are discarded, so a freed slot never carries counts into the language
+    /// that claims it next; returns how many tokens that discarded (the largest per-layer
+    /// count).
+    pub(crate) fn fold(
+        &mut self,
+        claim: &Claim<'_>,
+        thresholds: &[AtomicU64],
+        live: &[bool],
+    ) -> u64 {
         let slot = self.current();
         let (r, l, e) = (self.slots, self.layers, self.experts);
+        let mut discarded = 0;
         for (li, lazy) in claim.stripe.langs.iter().enumerate() {
             let Some(stage) = lazy.get() else { continue };
             if !stage.dirty.swap(false, Ordering::Relaxed) {
                 continue;
             }
+            if !live.get(li).copied().unwrap_or(false) {
+                discarded += stage.clear();
+                continue;
+            }
             let threshold = thresholds[li].load(Ordering::Relaxed);
             self.thresholds[slot * self.lang_slots + li] = threshold;
-            let weight = crate::sampling::weight_for_threshold(threshold);
+            let weight = weight_for_threshold(threshold);
             let ring = self.langs[li].get_or_insert_with(|| RingLang {
                 total_tokens: vec![0.0; l],
                 total_selections: vec![0.0; l * e],
@@ -242,39 +397,61 @@ impl Ring {
                 topk_weight: vec![0.0; r * l],
                 text: vec![0; r * 2],
                 probs: None,
+                sums: WindowSums::new(l, e),
             });
             let take = |a: &AtomicU64| a.swap(0, Ordering::Relaxed);
-            let unpacked = |v: u64| ((v & 0xffff_ffff) + (v >> 32)) as f64 * weight;
-            for ((dst, total), src) in ring.counts[slot * l * e..(slot + 1) * l * e]
+            let sums = &mut ring.sums;
+            let [sa, sb] = &mut sums.counts;
+            for ((((dst, total), src), a), b) in ring.counts[slot * l * e..(slot + 1) * l * e]
                 .iter_mut()
                 .zip(ring.total_selections.iter_mut())
                 .zip(stage.counts.iter())
+                .zip(sa.iter_mut())
+                .zip(sb.iter_mut())
             {
                 let v = take(src);
-                *dst += v;
-                *total += unpacked(v);
+                if v != 0 {
+                    let (x, y) = PackedHalves(v).split();
+                    *dst += v;
+                    *total += (x + y) as f64 * weight;
+                    *a += x as f64 * weight;
+                    *b += y as f64 * weight;
+                }
             }
-            for ((dst, total), src) in ring.layer_tokens[slot * l..(slot + 1) * l]
+            let [ta, tb] = &mut sums.layer_tokens;
+            for ((((dst, total), src), a), b) in ring.layer_tokens[slot * l..(slot + 1) * l]
                 .iter_mut()
                 .zip(ring.total_tokens.iter_mut())
                 .zip(stage.layer_tokens.iter())
+                .zip(ta.iter_mut())
+                .zip(tb.iter_mut())
+            {
+                let v = take(src);
+                let (x, y) = PackedHalves(v).split();
+                *dst += v;
+                *total += (x + y) as f64 * weight;
+                *a += x as f64 * weight;
+                *b += y as f64 * weight;
+                sums.raw_tokens += x + y;
+            }
+            for ((dst, sum), src) in ring.topk_weight[slot * l..(slot + 1) * l]
+                .iter_mut()
+                .zip(sums.topk_weight.iter_mut())
+                .zip(stage.topk_weight.iter())
+            {
+                let v = load_f64(src);
+                src.store(0, Ordering::Relaxed);
+                *dst += v;
+                *sum += v * weight;
+            }
+            for ((dst, sum), src) in ring.text[slot * 2..slot * 2 + 2]
+                .iter_mut()
+                .zip(sums.text.iter_mut())
+                .zip(stage.text.iter())
             {
                 let v = take(src);
                 *dst += v;
-                *total += unpacked(v);
-            }
-            for (dst, src) in ring.topk_weight[slot * l..(slot + 1) * l]
-                .iter_mut()
-                .zip(stage.topk_weight.iter())
-            {
-                *dst += load_f64(src);
-                src.store(0, Ordering::Relaxed);
-            }
-            for (dst, src) in ring.text[slot * 2..slot * 2 + 2]
-                .iter_mut()
-                .zip(stage.text.iter())
-            {
-                *dst += take(src);
+                *sum += v;
             }
             if let Some(sp) = stage.probs.get() {
                 let rp = ring.probs.get_or_insert_with(|| RingProbs {
@@ -282,28 +459,43 @@ impl Ring {
                     prob_tokens: vec![0; r * l],
                     entropy: vec![0.0; r * l],
                 });
-                for (dst, src) in rp.prob_sum[slot * l * e..(slot + 1) * l * e]
+                let (ps, pt, ph) = sums
+                    .probs
+                    .get_or_insert_with(|| (vec![0.0; l * e], vec![0.0; l], vec![0.0; l]));
+                for ((dst, sum), src) in rp.prob_sum[slot * l * e..(slot + 1) * l * e]
                     .iter_mut()
+                    .zip(ps.iter_mut())
                     .zip(sp.prob_sum.iter())
                 {
-                    *dst += load_f64(src);
-                    src.store(0, Ordering::Relaxed);
+                    let v = load_f64(src);
+                    if v != 0.0 {
+                        src.store(0, Ordering::Relaxed);
+                        *dst += v;
+                        *sum += v * weight;
+                    }
                 }
-                for (dst, src) in rp.prob_tokens[slot * l..(slot + 1) * l]
+                for ((dst, sum), src) in rp.prob_tokens[slot * l..(slot + 1) * l]
                     .iter_mut()
+                    .zip(pt.iter_mut())
                     .zip(sp.prob_tokens.iter())
                 {
-                    *dst += take(src);
+                    let v = take(src);
+                    *dst += v;
+                    *sum += v as f64 * weight;
                 }
-                for (dst, src) in rp.entropy[slot * l..(slot + 1) * l]
+                for ((dst, sum), src) in rp.entropy[slot * l..(slot + 1) * l]
                     .iter_mut()
+                    .zip(ph.iter_mut())
                     .zip(sp.entropy.iter())
                 {
-                    *dst += load_f64(src);
+                    let v = load_f64(src);
                     src.store(0, Ordering::Relaxed);
+                    *dst += v;
+                    *sum += v * weight;
                 }
             }
         }
+        discarded
     }
 
     /// Tokens of language `li` in `slot`, weighted: the largest per-layer count.
@@ -312,34 +504,134 @@ impl Ring {
         self.langs[li].as_ref().map_or(0.0, |lang| {
             let max = lang.layer_tokens[slot * l..(slot + 1) * l]
                 .iter()
-                .map(|&v| (v & 0xffff_ffff) + (v >> 32))
+                .map(|&v| PackedHalves(v).sum())
                 .max()
                 .unwrap_or(0);
-            max as f64
-                * crate::sampling::weight_for_threshold(
-                    self.thresholds[slot * self.lang_slots + li],
-                )
+            max as f64 * self.weight(slot, li)
         })
     }
 
-    /// One language's counts in one slot, if it has any.
-    pub(crate) fn read(&self, slot: usize, li: usize) -> Option<BucketRead<'_>> {
+    /// Language `li`'s counts in `slot`, weighted by the slot's sampling weight, with its split
+    /// halves; `None` if it has none there.
+    pub(crate) fn read_bucket(&self, slot: usize, li: usize) -> Option<LanguageCounts> {
         let (l, e) = (self.layers, self.experts);
         let lang = self.langs.get(li)?.as_ref()?;
-        Some(BucketRead {
-            counts: &lang.counts[slot * l * e..(slot + 1) * l * e],
-            layer_tokens: &lang.layer_tokens[slot * l..(slot + 1) * l],
-            topk_weight: &lang.topk_weight[slot * l..(slot + 1) * l],
-            text: [lang.text[slot * 2], lang.text[slot * 2 + 1]],
-            probs: lang.probs.as_ref().map(|p| {
-                (
-                    &p.prob_sum[slot * l * e..(slot + 1) * l * e],
-                    &p.prob_tokens[slot * l..(slot + 1) * l],
-                    &p.entropy[slot * l..(slot + 1) * l],
-                )
-            }),
-            threshold: self.thresholds[slot * self.lang_slots + li],
-        })
+        let text = [lang.text[slot * 2], lang.text[slot * 2 + 1]];
+        let tokens = &lang.layer_tokens[slot * l..(slot + 1) * l];
+        if text == [0, 0] && tokens.iter().all(|&v| v == 0) {
+            return None;
+        }
+        let w = self.weight(slot, li);
+        let counts = &lang.counts[slot * l * e..(slot + 1) * l * e];
+        let half = |h: usize| -> Vec<LayerCounts> {
+            (0..l)
+                .map(|i| {
+                    let pick = |v: u64| {
+                        let (a, b) = PackedHalves(v).split();
+                        [a, b][h] as f64 * w
+                    };
+                    LayerCounts {
+                        tokens: pick(tokens[i]),
+                        expert_tokens: counts[i * e..(i + 1) * e]
+                            .iter()
+                            .map(|&v| pick(v))
+                            .collect(),
+                        ..LayerCounts::zeroed(0)
+                    }
+                })
+                .collect()
+        };
+        let layers = (0..l)
+            .map(|i| {
+                let mut layer = LayerCounts {
+                    tokens: PackedHalves(tokens[i]).sum() as f64 * w,
+                    expert_tokens: counts[i * e..(i + 1) * e]
+                        .iter()
+                        .map(|&v| PackedHalves(v).sum() as f64 * w)
+                        .collect(),
+                    ..LayerCounts::zeroed(0)
+                };
+                let gate = lang.topk_weight[slot * l + i];
+                layer.topk_weight_sum = (gate != 0.0).then_some(gate * w);
+                if let Some(p) = &lang.probs {
+                    let n = p.prob_tokens[slot * l + i];
+                    if n != 0 {
+                        layer.prob_tokens = n as f64 * w;
+                        layer.prob_sum = Some(
+                            p.prob_sum[(slot * l + i) * e..(slot * l + i + 1) * e]
+                                .iter()
+                                .map(|v| v * w)
+                                .collect(),
+                        );
+                        layer.selection_entropy_sum_bits = Some(p.entropy[slot * l + i] * w);
+                    }
+                }
+                layer
+            })
+            .collect();
+        Some(language_counts(layers, text, [half(0), half(1)]))
+    }
+
+    /// Language `li`'s counts over the whole window (the running sums), with its split halves;
+    /// `None` if it has none in the window.
+    pub(crate) fn read_window(&self, li: usize) -> Option<LanguageCounts> {
+        let (l, e) = (self.layers, self.experts);
+        let sums = &self.langs.get(li)?.as_ref()?.sums;
+        if sums.raw_tokens == 0 && sums.text == [0, 0] {
+            return None;
+        }
+        let half = |h: usize| -> Vec<LayerCounts> {
+            (0..l)
+                .map(|i| LayerCounts {
+                    tokens: sums.layer_tokens[h][i],
+                    expert_tokens: sums.counts[h][i * e..(i + 1) * e].to_vec(),
+                    ..LayerCounts::zeroed(0)
+                })
+                .collect()
+        };
+        let layers = (0..l)
+            .map(|i| {
+                let mut layer = LayerCounts {
+                    tokens: sums.layer_tokens[0][i] + sums.layer_tokens[1][i],
+                    expert_tokens: sums.counts[0][i * e..(i + 1) * e]
+                        .iter()
+                        .zip(&sums.counts[1][i * e..(i + 1) * e])
+                        .map(|(a, b)| a + b)
+                        .collect(),
+                    ..LayerCounts::zeroed(0)
+                };
+                let gate = sums.topk_weight[i];
+                layer.topk_weight_sum = (gate != 0.0).then_some(gate);
+                if let Some((p, t, h)) = &sums.probs {
+                    if t[i] != 0.0 {
+                        layer.prob_tokens = t[i];
+                        layer.prob_sum = Some(p[i * e..(i + 1) * e].to_vec());
+                        layer.selection_entropy_sum_bits = Some(h[i]);
+                    }
+                }
+                layer
+            })
+            .collect();
+        Some(language_counts(layers, sums.text, [half(0), half(1)]))
+    }
+
+    /// Whether language slot `li` has nothing in the window (no tokens, no text).
+    pub(crate) fn is_idle(&self, li: usize) -> bool {
+        self.langs
+            .get(li)
+            .and_then(Option::as_ref)
+            .is_none_or(|lang| lang.sums.raw_tokens == 0 && lang.sums.text == [0, 0])
+    }
+
+    /// Drops everything of language slot `li` (its slot was freed for another language),
+    /// including its totals since start.
+    pub(crate) fn forget(&mut self, li: usize) {
+        if let Some(lang) = self.langs.get_mut(li) {
+            *lang = None;
+        }
+        for slot in 0..self.slots {
+            self.thresholds[slot * self.lang_slots + li] = u64::MAX;
+        }
     }
 
     /// Language `li`'s totals since start: weighted tokens per layer and selections per
@@ -360,6 +652,15 @@ impl Ring {
                 let p = g.probs.as_ref().map_or(0, |p| {
                     (p.prob_sum.len() + p.prob_tokens.len() + p.entropy.len()) * 8
                 });
+                let s = &g.sums;
+                let sp = s
+                    .probs
+                    .as_ref()
+                    .map_or(0, |(p, t, h)| (p.len() + t.len() + h.len()) * 8);
+                let sums = (s.counts[0].len() * 2 + s.layer_tokens[0].len() * 2) * 8
+                    + s.topk_weight.len() * 8
+                    + 24
+                    + sp;
                 (g.counts.len()
                     + g.layer_tokens.len()
                     + g.topk_weight.len()
@@ -368,9 +669,26 @@ impl Ring {
                     + g.total_selections.len())
                     * 8
                     + p
+                    + sums
             })
             .sum();
         meta + langs
+    }
+}
+
+/// A language's counts from its layers, text lengths and halves; its `tokens` is the largest
+/// per-layer count.
+fn language_counts(
+    layers: Vec<LayerCounts>,
+    text: [u64; 2],
+    [a, b]: [Vec<LayerCounts>; 2],
+) -> LanguageCounts {
+    LanguageCounts {
+        tokens: layers.iter().map(|l| l.tokens).fold(0.0, f64::max),
+        chars: (text[0] != 0).then_some(text[0] as f64),
+        words: (text[1] != 0).then_some(text[1] as f64),
+        layers,
+        halves: Some([HalfCounts { layers: a }, HalfCounts { layers: b }]),
     }
 }
 
@@ -384,13 +702,14 @@ mod tests {
         let bytes = memory_bytes(&w, 48, 128, 16 + 2, true, 32, 4);
         assert!(bytes < 64 << 20, "{bytes}");
         // One more language, with probabilities, two writer threads:
-        // ring 2·31·48·128·8 + 2·31·48·16 + 31·16, totals 48·128·8 + 48·8,
-        // stages 2·(2·48·128·8 + 2·48·16 + 16).
+        // ring 2·31·48·128·8 + 2·31·48·16 + 31·16, window sums 3·48·128·8 + 5·48·8 + 24,
+        // totals 48·128·8 + 48·8, stages 2·(2·48·128·8 + 2·48·16 + 16).
         assert_eq!(
             memory_bytes(&w, 48, 128, 1, true, 32, 2) - memory_bytes(&w, 48, 128, 0, true, 32, 2),
             2 * 31 * 48 * 128 * 8
                 + 2 * 31 * 48 * 16
                 + 31 * 16
+                + (3 * 48 * 128 * 8 + 5 * 48 * 8 + 24)
                 + (48 * 128 * 8 + 48 * 8)
                 + 2 * (2 * 48 * 128 * 8 + 2 * 48 * 16 + 16)
         );

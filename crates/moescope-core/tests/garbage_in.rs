@@ -43,7 +43,7 @@ proptest! {
         let known = [rec.language("en"), rec.language("ja"), LangId::EXCLUDED, LangId::UND];
         // Record something valid first: it must survive whatever comes next.
         let good: [u32; 4] = [0, 1, 2, 3];
-        rec.record(&RouterBatch::new(0, &good, Languages::All(known[0]))).unwrap();
+        rec.record(&RouterBatch::at_depth(0, &good, Languages::All(known[0]))).unwrap();
         let before = rec.snapshot();
 
         let langs: Vec<LangId> = lang_ix
@@ -55,9 +55,9 @@ proptest! {
             .map(|&lang| Segment { lang, tokens: 1, sequence_id: None })
             .collect();
         let mut batch = if segments {
-            RouterBatch::new(layer, &ids, Languages::Segments(&segs))
+            RouterBatch::at_depth(layer, &ids, Languages::Segments(&segs))
         } else {
-            RouterBatch::new(layer, &ids, Languages::PerToken(&langs))
+            RouterBatch::at_depth(layer, &ids, Languages::PerToken(&langs))
         };
         if let Some(s) = &scores {
             batch = if logits { batch.logits(s) } else { batch.probabilities(s) };

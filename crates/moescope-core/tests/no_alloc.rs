@@ -1,5 +1,7 @@
 //! After warm-up, `record` allocates nothing: a counting global allocator proves it.
 
+#![allow(unsafe_code)] // a counting global allocator
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -62,18 +64,18 @@ fn record_does_not_allocate_after_warm_up() {
         },
     ];
     let run = |layer: usize| {
-        rec.record(&RouterBatch::new(layer, &ids, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(layer, &ids, Languages::All(en)))
             .unwrap();
         rec.record(
-            &RouterBatch::new(layer, &ids64, Languages::Segments(&segs))
+            &RouterBatch::at_depth(layer, &ids64, Languages::Segments(&segs))
                 .logits(&logits)
                 .topk_weights(&weights),
         )
         .unwrap();
-        rec.record(&RouterBatch::new(layer, &ids, Languages::All(he)).sequence_ids(&seqs))
+        rec.record(&RouterBatch::at_depth(layer, &ids, Languages::All(he)).sequence_ids(&seqs))
             .unwrap();
         // Bad input is counted, not allocated for.
-        let _ = rec.record(&RouterBatch::new(99, &ids, Languages::All(he)));
+        let _ = rec.record(&RouterBatch::at_depth(99, &ids, Languages::All(he)));
         rec.record_text(he, 100, 20);
     };
     run(0); // warm-up: this thread's scratch, the languages' probability counters

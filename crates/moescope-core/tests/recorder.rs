@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use moescope_core::{
-    memory_bytes, DropReason, LangId, Languages, ManualClock, ModelSpec, RecordError, Recorded,
-    Recorder, RouterBatch, SamplingConfig, SamplingRate, Segment, Snapshot, WindowConfig,
+    DropReason, LangId, Languages, ManualClock, ModelSpec, RecordError, Recorded, Recorder,
+    RouterBatch, SamplingConfig, SamplingRate, Segment, Snapshot, WindowConfig,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -39,7 +39,18 @@ fn ids_for(w: usize, l: usize, t: usize, e: u32, k: usize) -> impl Iterator<Item
 #[test]
 fn concurrent_writers_and_reader_count_exactly() {
     let spec = ModelSpec::new("conc", 16, 4, (0..6).collect()).unwrap();
-    let (rec, clock) = recorder_with_clock(spec.clone());
+    // More stripes than the 4 writers and the reader can hold at once, so no batch is dropped
+    // for contention however the threads are scheduled (contention has its own test).
+    let clock = ManualClock::new(T0);
+    let rec = Recorder::builder(spec.clone())
+        .window(WindowConfig {
+            bucket_ms: 1_000,
+            buckets: 5,
+        })
+        .clock(clock.clone())
+        .writer_stripes(8)
+        .build()
+        .unwrap();
     let rec = Arc::new(rec);
     let langs = [rec.language("en"), rec.language("he"), rec.language("ja")];
     let (writers, steps, tokens) = (4usize, 300usize, 24usize);
@@ -76,7 +87,11 @@ fn concurrent_writers_and_reader_count_exactly() {
                             ids.extend(ids_for(w, l, t + step, e, k));
                         }
                         let got = rec
-                            .record(&RouterBatch::new(l, &ids, Languages::PerToken(&lang_of)))
+                            .record(&RouterBatch::at_depth(
+                                l,
+                                &ids,
+                                Languages::PerToken(&lang_of),
+                            ))
                             .unwrap();
                         assert_eq!(got.recorded as usize, tokens);
                     }
@@ -137,7 +152,7 @@ fn concurrent_writers_and_reader_count_exactly() {
 }
 
 fn assert_only_drop(rec: &Recorder, reason: DropReason, n: u64) {
-    for r in DropReason::ALL {
+    for &r in DropReason::ALL {
         let want = if r == reason { n } else { 0 };
         assert_eq!(rec.dropped(r), want, "{}", r.as_str());
     }
@@ -146,7 +161,7 @@ fn assert_only_drop(rec: &Recorder, reason: DropReason, n: u64) {
 /// Records one valid batch so that each drop test can check nothing recorded is lost.
 fn baseline(rec: &Recorder, lang: LangId) {
     let ids: [u32; 4] = [1, 2, 3, 4];
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(lang)))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
         .unwrap();
 }
 
@@ -165,7 +180,7 @@ fn drop_shape_mismatch() {
     baseline(&rec, en);
     let ids: [u32; 5] = [0; 5]; // not a multiple of k = 2
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap_err();
     assert_eq!(
         err,
@@ -179,7 +194,7 @@ fn drop_shape_mismatch() {
     let ids: [u32; 4] = [0; 4];
     let langs = [en; 3];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::PerToken(&langs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::PerToken(&langs)))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -191,7 +206,7 @@ fn drop_shape_mismatch() {
     ));
     let logits = [0f32; 15];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).logits(&logits))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).logits(&logits))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -203,7 +218,7 @@ fn drop_shape_mismatch() {
     ));
     let w = [0.5f32; 3];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).topk_weights(&w))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).topk_weights(&w))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -214,7 +229,7 @@ fn drop_shape_mismatch() {
     ));
     let seqs = [1u64];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).sequence_ids(&seqs))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).sequence_ids(&seqs))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -229,7 +244,7 @@ fn drop_shape_mismatch() {
         sequence_id: None,
     }];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::Segments(&segs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::Segments(&segs)))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -250,12 +265,12 @@ fn drop_layer_out_of_range() {
     baseline(&rec, en);
     let ids: [u32; 6] = [0; 6];
     let err = rec
-        .record(&RouterBatch::new(4, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(4, &ids, Languages::All(en)))
         .unwrap_err();
     assert_eq!(
         err,
         RecordError::LayerOutOfRange {
-            layer: 4,
+            depth: 4,
             layers: 4
         }
     );
@@ -271,7 +286,7 @@ fn drop_expert_out_of_range_for_each_id_type() {
     // u32: 8 is out of range for E = 8; the second token is fine.
     let ids: [u32; 4] = [8, 1, 2, 3];
     let got = rec
-        .record(&RouterBatch::new(1, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     assert_eq!(
         got,
@@ -284,11 +299,11 @@ fn drop_expert_out_of_range_for_each_id_type() {
     // i64, as PyTorch's topk returns: negative ids are out of range.
     let ids: [i64; 4] = [-1, 1, 7, 0];
     let got = rec
-        .record(&RouterBatch::new(1, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     assert_eq!(got.recorded, 1);
     let ids: [i32; 4] = [2, i32::MAX, 6, 5];
-    rec.record(&RouterBatch::new(1, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     assert_only_drop(&rec, DropReason::ExpertOutOfRange, 3);
     let s = rec.snapshot();
@@ -310,12 +325,12 @@ fn drop_non_finite_values() {
     logits[3] = f32::NAN; // token 0
     logits[8 + 1] = f32::INFINITY; // token 1
     let got = rec
-        .record(&RouterBatch::new(2, &ids, Languages::All(en)).logits(&logits))
+        .record(&RouterBatch::at_depth(2, &ids, Languages::All(en)).logits(&logits))
         .unwrap();
     assert_eq!(got.recorded, 1);
     let w = [0.5, 0.5, f32::NEG_INFINITY, 0.1, 0.7, 0.3];
     let got = rec
-        .record(&RouterBatch::new(3, &ids, Languages::All(en)).topk_weights(&w))
+        .record(&RouterBatch::at_depth(3, &ids, Languages::All(en)).topk_weights(&w))
         .unwrap();
     assert_eq!(got.recorded, 2);
     assert_only_drop(&rec, DropReason::NonFinite, 3);
@@ -342,12 +357,12 @@ fn drop_invalid_probability() {
         *p = 0.0; // token 1: a row that sums to zero
     }
     let got = rec
-        .record(&RouterBatch::new(1, &ids, Languages::All(en)).probabilities(&probs))
+        .record(&RouterBatch::at_depth(1, &ids, Languages::All(en)).probabilities(&probs))
         .unwrap();
     assert_eq!(got.recorded, 1);
     let w = [0.5, -0.5, 1.0, 0.0, 0.5, 0.5];
     let got = rec
-        .record(&RouterBatch::new(2, &ids, Languages::All(en)).topk_weights(&w))
+        .record(&RouterBatch::at_depth(2, &ids, Languages::All(en)).topk_weights(&w))
         .unwrap();
     assert_eq!(got.recorded, 2);
     assert_only_drop(&rec, DropReason::InvalidProbability, 3);
@@ -366,7 +381,7 @@ fn drop_unknown_language() {
     // An id the registry never issued (slot 10 of 34), and one past every slot.
     let langs = [LangId::from_index(10), en, LangId::from_index(5000)];
     let got = rec
-        .record(&RouterBatch::new(0, &ids, Languages::PerToken(&langs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::PerToken(&langs)))
         .unwrap();
     assert_eq!(
         got,
@@ -390,7 +405,7 @@ fn drop_batch_too_large() {
     let en = rec.language("en");
     let ids = vec![0u32; moescope_core::MAX_BATCH_TOKENS + 1];
     let err = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap_err();
     assert!(matches!(err, RecordError::BatchTooLarge { tokens } if tokens == ids.len()));
     assert_only_drop(&rec, DropReason::BatchTooLarge, ids.len() as u64);
@@ -415,7 +430,7 @@ fn excluded_tokens_are_not_counted() {
         },
     ];
     let got = rec
-        .record(&RouterBatch::new(0, &ids, Languages::Segments(&segs)))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::Segments(&segs)))
         .unwrap();
     assert_eq!(
         got,
@@ -440,7 +455,7 @@ fn logits_become_softmax_sums_and_selection_entropy() {
     let mut logits = [0f32; 16];
     logits[0] = 2.0_f32.ln(); // token 0: p ∝ (2, 1, 1, ..., 1) → p0 = 2/9
     logits[8] = 100.0; // token 1: essentially one-hot on expert 0
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(ja)).logits(&logits))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(ja)).logits(&logits))
         .unwrap();
     let s = rec.snapshot();
     let l = &s.languages["ja"].layers[0];
@@ -462,7 +477,7 @@ fn sequences_stay_in_one_half_across_layers() {
     let ids: Vec<u32> = (0..2 * 200).map(|i| (i % 8) as u32).collect();
     let seqs: Vec<u64> = (0..200).map(|t| t / 4).collect(); // 50 sequences of 4 tokens
     for l in 0..4 {
-        rec.record(&RouterBatch::new(l, &ids, Languages::All(he)).sequence_ids(&seqs))
+        rec.record(&RouterBatch::at_depth(l, &ids, Languages::All(he)).sequence_ids(&seqs))
             .unwrap();
     }
     let s = rec.snapshot();
@@ -493,10 +508,10 @@ fn fixed_rate_sampling_is_weighted_and_unbiased() {
     let ids: Vec<u32> = (0..2 * n).map(|i| (i % 8) as u32).collect();
     let seqs: Vec<u64> = (0..n as u64).collect();
     let got_en = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(en)).sequence_ids(&seqs))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(en)).sequence_ids(&seqs))
         .unwrap();
     let got_he = rec
-        .record(&RouterBatch::new(0, &ids, Languages::All(he)).sequence_ids(&seqs))
+        .record(&RouterBatch::at_depth(0, &ids, Languages::All(he)).sequence_ids(&seqs))
         .unwrap();
     assert_eq!(got_he.recorded as usize, n);
     assert_eq!((got_en.recorded + got_en.sampled_out) as usize, n);
@@ -533,7 +548,7 @@ fn target_rate_thins_busy_languages_at_rotation() {
     let step = |n: usize, lang: LangId, first_seq: u64| {
         let ids: Vec<u32> = (0..2 * n).map(|i| (i % 8) as u32).collect();
         let seqs: Vec<u64> = (first_seq..first_seq + n as u64).collect();
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(lang)).sequence_ids(&seqs))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)).sequence_ids(&seqs))
             .unwrap()
     };
     clock.set_unix_ms(T0 - T0 % 1000); // align: the first bucket is a full second
@@ -560,7 +575,7 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
     clock.set_unix_ms(T0 - T0 % 1000);
     let ids: [u32; 2] = [1, 2];
     for _ in 0..7 {
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
             .unwrap();
         clock.advance_ms(1_000);
         rec.upkeep(); // rotation happens on upkeep, as an exporter's thread would call it
@@ -589,7 +604,7 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
     let s = rec.snapshot();
     assert!(s.languages.is_empty());
     // What was recorded since the last upkeep lands in the last bucket closed, in the window.
-    rec.record(&RouterBatch::new(1, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     clock.advance_ms(3_000);
     let s = rec.snapshot();
@@ -598,7 +613,7 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
     let s = rec.snapshot();
     assert!(s.languages.is_empty());
     // The snapshot is valid interchange JSON.
-    rec.record(&RouterBatch::new(3, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(3, &ids, Languages::All(en)))
         .unwrap();
     rec.record_text(en, 120, 20);
     let s = rec.snapshot_with_buckets();
@@ -611,7 +626,9 @@ fn window_forgets_old_buckets_and_reports_each_bucket() {
 #[test]
 fn untrusted_tags_cannot_grow_the_recorder() {
     let spec = ModelSpec::preset("qwen3-30b-a3b").unwrap();
-    let rec = Recorder::builder(spec).max_languages(4).build().unwrap();
+    let builder = Recorder::builder(spec).max_languages(4);
+    let bound = builder.memory_bound(4 + 2, false, 1);
+    let rec = builder.build().unwrap();
     let ids: Vec<u32> = (0..8).collect();
     let mut x = 1u64;
     for _ in 0..10_000 {
@@ -622,7 +639,7 @@ fn untrusted_tags_cannot_grow_the_recorder() {
             .map(|i| (b'a' + ((x >> (8 * i)) % 26) as u8) as char)
             .collect();
         let lang = rec.language(&tag);
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(lang)))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
             .unwrap();
     }
     let s = rec.snapshot();
@@ -636,14 +653,14 @@ fn untrusted_tags_cannot_grow_the_recorder() {
         s.languages.values().map(|l| l.tokens).sum::<f64>(),
         10_000.0
     );
-    let bound = memory_bytes(&rec.window_config(), 48, 128, 4 + 2, false, 4, 1);
     assert!(rec.allocated_bytes() <= bound);
 }
 
 #[test]
 fn qwen3_with_16_languages_allocates_under_64_mib() {
-    let spec = ModelSpec::preset("qwen3-30b-a3b").unwrap();
-    let rec = Recorder::new(spec).unwrap();
+    let builder = Recorder::builder(ModelSpec::preset("qwen3-30b-a3b").unwrap());
+    let bound = builder.memory_bound(18, true, 1);
+    let rec = builder.build().unwrap();
     let tags = [
         "en", "he", "ja", "zh", "ar", "de", "fr", "es", "ru", "ko", "hi", "tr", "it", "pt", "nl",
         "pl",
@@ -652,15 +669,12 @@ fn qwen3_with_16_languages_allocates_under_64_mib() {
     let probs = vec![1.0f32 / 128.0; 128];
     for tag in tags.iter().chain(&["und", "other"]) {
         let lang = rec.language(tag);
-        rec.record(&RouterBatch::new(47, &ids, Languages::All(lang)).probabilities(&probs))
+        rec.record(&RouterBatch::at_depth(47, &ids, Languages::All(lang)).probabilities(&probs))
             .unwrap();
     }
     rec.upkeep(); // folds the staged counts into the window, which allocates its share
     let bytes = rec.allocated_bytes();
-    assert_eq!(
-        bytes,
-        memory_bytes(&rec.window_config(), 48, 128, 18, true, 32, 1)
-    );
+    assert_eq!(bytes, bound);
     assert!(bytes < 64 << 20, "{bytes} bytes");
 }
 
@@ -682,7 +696,7 @@ fn upkeep_thread_rotates_buckets_until_dropped() {
     let upkeep = rec
         .spawn_upkeep(std::time::Duration::from_millis(5))
         .unwrap();
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap();
     rec.upkeep(); // folded into the bucket of T0 (the thread may have done it already)
     assert_eq!(rec.current_bucket_start_unix_ms(), T0);
@@ -695,7 +709,7 @@ fn upkeep_thread_rotates_buckets_until_dropped() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    rec.record(&RouterBatch::new(1, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
         .unwrap();
     drop(upkeep);
     let s = rec.snapshot();
@@ -726,7 +740,9 @@ fn drop_writer_contention() {
         s.spawn(|| {
             while !saw_drop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
                 let got = rec
-                    .record(&RouterBatch::new(0, &big_ids, Languages::All(en)).logits(&big_logits))
+                    .record(
+                        &RouterBatch::at_depth(0, &big_ids, Languages::All(en)).logits(&big_logits),
+                    )
                     .unwrap();
                 assert_eq!(got.recorded + got.dropped, 200_000);
                 big_batches += 1;
@@ -735,7 +751,7 @@ fn drop_writer_contention() {
         });
         while !finished.load(Ordering::SeqCst) {
             let got = rec
-                .record(&RouterBatch::new(1, &small, Languages::All(en)))
+                .record(&RouterBatch::at_depth(1, &small, Languages::All(en)))
                 .unwrap();
             small_recorded += u64::from(got.recorded);
             small_dropped += u64::from(got.dropped);
@@ -764,10 +780,10 @@ fn totals_outlive_the_window_and_record_times_are_sampled() {
     let (en, he) = (rec.language("en"), rec.language("he"));
     let ids: [u32; 4] = [1, 2, 1, 3];
     for _ in 0..128 {
-        rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
             .unwrap();
     }
-    rec.record(&RouterBatch::new(2, &ids, Languages::All(he)))
+    rec.record(&RouterBatch::at_depth(2, &ids, Languages::All(he)))
         .unwrap();
     rec.upkeep(); // folded into the bucket of T0
                   // Far past the window: the snapshot forgets, the totals do not.
@@ -782,6 +798,19 @@ fn totals_outlive_the_window_and_record_times_are_sampled() {
     let times = rec.take_record_times();
     assert!((2..=3).contains(&times.samples), "{times:?}");
     assert!(times.p50_seconds > 0.0 && times.p50_seconds <= times.max_seconds);
+    // Histogram view: cumulative buckets that never decrease and never exceed the samples,
+    // and a sum between samples × the shortest and samples × the longest call.
+    assert_eq!(
+        times.buckets.len(),
+        moescope_core::RECORD_TIME_BUCKETS_SECONDS.len()
+    );
+    assert!(times
+        .buckets
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert!(times.buckets.iter().all(|&(_, n)| n <= times.samples));
+    assert!(times.sum_seconds > 0.0);
+    assert!(times.sum_seconds <= times.samples as f64 * times.max_seconds * 1.01);
     assert_eq!(rec.take_record_times().samples, 0, "taking resets");
 }
 
@@ -817,7 +846,7 @@ fn both_record_paths_count_the_same() {
         let with_seq = std::ptr::eq(rec, &general);
         let s = segs(with_seq.then_some(9));
         let got = rec
-            .record(&RouterBatch::new(1, &ids, Languages::Segments(&s)))
+            .record(&RouterBatch::at_depth(1, &ids, Languages::Segments(&s)))
             .unwrap();
         assert_eq!(
             got,
@@ -828,7 +857,7 @@ fn both_record_paths_count_the_same() {
             }
         );
         let got = rec
-            .record(&RouterBatch::new(2, &ids_bad, Languages::Segments(&s)))
+            .record(&RouterBatch::at_depth(2, &ids_bad, Languages::Segments(&s)))
             .unwrap();
         assert_eq!(
             got,
@@ -858,4 +887,323 @@ fn both_record_paths_count_the_same() {
     // Layer 2: token 2 (an en token) holds -1 and is dropped: en keeps 3 tokens, he 2.
     assert_eq!(a.languages["en"].layers[2].tokens, 3.0);
     assert_eq!(a.languages["he"].layers[2].tokens, 2.0);
+}
+
+/// The window's running sums (what `snapshot` reads) equal the buckets it holds, each read on
+/// its own and added up, through rotations that expire buckets, with router probabilities,
+/// gate weights and a sampled language (whose buckets carry different weights).
+#[test]
+fn window_sums_equal_the_sum_of_their_buckets_through_rotations() {
+    let spec = ModelSpec::new("sums", 8, 2, vec![0, 1, 2]).unwrap();
+    let clock = ManualClock::new(T0 - T0 % 1000);
+    let rec = Recorder::builder(spec)
+        .window(WindowConfig {
+            bucket_ms: 1_000,
+            buckets: 4,
+        })
+        .clock(clock.clone())
+        .sampling(
+            moescope_core::SamplingConfig::new(moescope_core::SamplingRate::Fixed(1.0))
+                .unwrap()
+                .with_language("en", moescope_core::SamplingRate::Fixed(0.37))
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let (en, he) = (rec.language("en"), rec.language("he"));
+    let mut x = 7u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for step in 0..40u64 {
+        for depth in 0..3 {
+            let tokens = 1 + (next() % 9) as usize;
+            let ids: Vec<u32> = (0..tokens * 2).map(|_| (next() % 8) as u32).collect();
+            let logits: Vec<f32> = (0..tokens * 8)
+                .map(|_| (next() % 100) as f32 / 10.0)
+                .collect();
+            let weights: Vec<f32> = (0..tokens * 2)
+                .map(|_| (next() % 10) as f32 / 10.0)
+                .collect();
+            let lang = if next() % 3 == 0 { he } else { en };
+            let seqs: Vec<u64> = (0..tokens as u64).map(|t| step * 100 + t).collect();
+            rec.record(
+                &RouterBatch::at_depth(depth, &ids, Languages::All(lang))
+                    .logits(&logits)
+                    .topk_weights(&weights)
+                    .sequence_ids(&seqs),
+            )
+            .unwrap();
+        }
+        rec.record_text(he, 5, 2);
+        if step % 3 == 2 {
+            clock.advance_ms(1_000);
+            rec.upkeep();
+        }
+    }
+    let s = rec.snapshot_with_buckets();
+    assert_eq!(s.buckets.len(), 4);
+    let mut added: std::collections::BTreeMap<String, moescope_core::LanguageCounts> =
+        Default::default();
+    for b in &s.buckets {
+        for (tag, counts) in &b.languages {
+            match added.get_mut(tag) {
+                Some(a) => a.add_scaled(counts, 1.0),
+                None => {
+                    added.insert(tag.clone(), counts.clone());
+                }
+            }
+        }
+    }
+    assert_eq!(
+        s.languages.keys().collect::<Vec<_>>(),
+        added.keys().collect::<Vec<_>>()
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    for (tag, want) in &added {
+        let got = &s.languages[tag];
+        assert_eq!(got.chars, want.chars, "{tag}");
+        for (g, w) in got.layers.iter().zip(&want.layers) {
+            assert!(
+                close(g.tokens, w.tokens),
+                "{tag}: {} vs {}",
+                g.tokens,
+                w.tokens
+            );
+            for (a, b) in g.expert_tokens.iter().zip(&w.expert_tokens) {
+                assert!(close(*a, *b), "{tag}: {a} vs {b}");
+            }
+            assert!(close(g.prob_tokens, w.prob_tokens));
+            assert_eq!(g.prob_sum.is_some(), w.prob_sum.is_some(), "{tag}");
+            if let (Some(gp), Some(wp)) = (&g.prob_sum, &w.prob_sum) {
+                for (a, b) in gp.iter().zip(wp) {
+                    assert!(close(*a, *b), "{tag}: {a} vs {b}");
+                }
+            }
+            for (a, b) in [
+                (g.selection_entropy_sum_bits, w.selection_entropy_sum_bits),
+                (g.topk_weight_sum, w.topk_weight_sum),
+            ] {
+                assert_eq!(a.is_some(), b.is_some(), "{tag}");
+                assert!(
+                    close(a.unwrap_or(0.0), b.unwrap_or(0.0)),
+                    "{tag}: {a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+    // Unsampled counts are integers, summed exactly.
+    let he_layer = &s.languages["he"].layers[1];
+    assert_eq!(he_layer.tokens.fract(), 0.0);
+    assert_eq!(
+        he_layer.expert_tokens.iter().sum::<f64>(),
+        2.0 * he_layer.tokens
+    );
+    // Idle past the window: the sums are exactly empty, not rounding residue.
+    clock.advance_ms(10_000);
+    assert!(rec.snapshot().languages.is_empty());
+}
+
+#[test]
+fn config_errors_name_their_field() {
+    let spec = ModelSpec::new("t", 8, 2, vec![0, 1]).unwrap();
+    let cases: [(moescope_core::RecorderBuilder, &str, &str); 4] = [
+        (
+            Recorder::builder(spec.clone()).window(WindowConfig {
+                bucket_ms: 0,
+                buckets: 3,
+            }),
+            "window.bucket_ms",
+            "got 0",
+        ),
+        (
+            Recorder::builder(spec.clone()).window(WindowConfig {
+                bucket_ms: 10,
+                buckets: 0,
+            }),
+            "window.buckets",
+            "got 0",
+        ),
+        (
+            Recorder::builder(spec.clone()).max_languages(5000),
+            "max_languages",
+            "got 5000",
+        ),
+        (
+            Recorder::builder(spec.clone()).writer_stripes(0),
+            "writer_stripes",
+            "got 0",
+        ),
+    ];
+    for (builder, field, reason) in cases {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.field(), field);
+        assert!(err.reason().contains(reason), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with(&format!("invalid recorder configuration: {field}: ")));
+    }
+    let mut bad = spec;
+    bad.top_k = 9;
+    let err = Recorder::new(bad).unwrap_err();
+    assert_eq!(err.field(), "spec.top_k");
+}
+
+/// A random lowercase tag of 2 to 5 letters.
+fn random_tag(x: &mut u64) -> String {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let v = *x;
+    (0..2 + (v >> 60) % 4)
+        .map(|i| (b'a' + ((v >> (8 * i)) % 26) as u8) as char)
+        .collect()
+}
+
+/// 10 000 random tags take every slot; once they have been idle for a whole window, a real
+/// language gets a slot of its own again, with exactly its own counts.
+#[test]
+fn a_flood_of_tags_cannot_take_the_slots_for_good() {
+    let spec = ModelSpec::new("flood", 8, 2, vec![0, 1]).unwrap();
+    let clock = ManualClock::new(T0 - T0 % 1000);
+    let window = WindowConfig {
+        bucket_ms: 1_000,
+        buckets: 5,
+    };
+    let rec = Recorder::builder(spec)
+        .window(window)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ids: [u32; 2] = [1, 2];
+    let en = rec.language("en");
+    let mut x = 1u64;
+    for _ in 0..10_000 {
+        let lang = rec.language(&random_tag(&mut x));
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
+            .unwrap();
+    }
+    assert!(rec.registry().over_cap_tags() > 9_000);
+    assert_eq!(rec.language("fr"), moescope_core::LangId::OTHER);
+    // en keeps recording and interning: it is never idle, so it keeps its slot.
+    for _ in 0..7 {
+        clock.advance_ms(1_000);
+        rec.language("en");
+        rec.record(&RouterBatch::at_depth(1, &ids, Languages::All(en)))
+            .unwrap();
+        rec.upkeep();
+    }
+    assert_eq!(rec.registry().recycled_slots(), 31);
+    let fr = rec.language("fr");
+    assert_ne!(fr, moescope_core::LangId::OTHER);
+    assert_eq!(rec.language("en"), en);
+    rec.record(&RouterBatch::at_depth(
+        0,
+        &[3u32, 4, 3, 5],
+        Languages::All(fr),
+    ))
+    .unwrap();
+    let s = rec.snapshot();
+    let counts = &s.languages["fr"];
+    assert_eq!(counts.layers[0].tokens, 2.0);
+    assert_eq!(
+        counts.layers[0].expert_tokens,
+        [0.0, 0.0, 0.0, 2.0, 1.0, 1.0, 0.0, 0.0]
+    );
+    assert_eq!(counts.layers[1].tokens, 0.0);
+    // en's window: 4 of its 7 tokens (each folded into the bucket the upkeep after it closed:
+    // buckets 0..=6; the window holds the current bucket 7 and buckets 3..=6).
+    assert_eq!(s.languages["en"].layers[1].tokens, 4.0);
+    // The flood's tags are gone; their totals too.
+    assert!(s
+        .languages
+        .keys()
+        .all(|k| ["en", "fr"].contains(&k.as_str())));
+    let totals = rec.totals();
+    assert!(
+        totals
+            .keys()
+            .all(|k| ["en", "fr", "other", "und"].contains(&k.as_str())),
+        "{:?}",
+        totals.keys().collect::<Vec<_>>()
+    );
+}
+
+/// With an allowlist, a flood takes no slot at all.
+#[test]
+fn an_allowlist_keeps_slots_for_the_listed_languages() {
+    let spec = ModelSpec::new("allow", 8, 2, vec![0]).unwrap();
+    let rec = Recorder::builder(spec)
+        .allowed_languages(["en", "fr", "zh_hant"])
+        .build()
+        .unwrap();
+    let ids: [u32; 2] = [1, 2];
+    let mut x = 1u64;
+    for _ in 0..10_000 {
+        let tag = random_tag(&mut x);
+        let lang = rec.language(&tag);
+        if !["en", "fr", "und", "other"].contains(&tag.as_str()) {
+            assert_eq!(lang, moescope_core::LangId::OTHER, "{tag}");
+        }
+        rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(lang)))
+            .unwrap();
+    }
+    let fr = rec.language("fr");
+    assert_ne!(fr, moescope_core::LangId::OTHER);
+    assert_ne!(rec.language("zh-Hant"), moescope_core::LangId::OTHER);
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(fr)))
+        .unwrap();
+    let s = rec.snapshot();
+    assert!(s.languages["fr"].tokens >= 1.0);
+    assert!(rec.registry().not_allowed_tags() > 9_000);
+    let err = Recorder::builder(ModelSpec::new("allow", 8, 2, vec![0]).unwrap())
+        .allowed_languages(["en", "not a tag"])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "allowed_languages");
+}
+
+/// An id kept past its language's recycling counts nowhere: its counts are dropped (as
+/// `unknown_language`) rather than given to the language that takes the slot next.
+#[test]
+fn a_stale_id_never_counts_for_the_next_language_of_its_slot() {
+    let spec = ModelSpec::new("stale", 8, 2, vec![0]).unwrap();
+    let clock = ManualClock::new(T0 - T0 % 1000);
+    let rec = Recorder::builder(spec)
+        .window(WindowConfig {
+            bucket_ms: 1_000,
+            buckets: 2,
+        })
+        .max_languages(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ids: [u32; 2] = [1, 2];
+    let xx = rec.language("xx");
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(xx)))
+        .unwrap();
+    assert_eq!(rec.language("yy"), moescope_core::LangId::OTHER); // full: pressure
+    rec.upkeep(); // xx's token is in the window: xx is not idle
+    assert_eq!(rec.registry().recycled_slots(), 0);
+    clock.advance_ms(5_000); // past the window: it has left
+    rec.upkeep();
+    assert_eq!(rec.registry().recycled_slots(), 1);
+    // The stale id records; the next fold drops it.
+    let got = rec
+        .record(&RouterBatch::at_depth(0, &[7u32, 7], Languages::All(xx)))
+        .unwrap();
+    assert_eq!(got.recorded, 1, "{got:?}");
+    rec.upkeep();
+    assert_eq!(rec.dropped(DropReason::UnknownLanguage), 1);
+    let yy = rec.language("yy");
+    assert_eq!(yy, xx, "the freed slot is taken again");
+    rec.record(&RouterBatch::at_depth(0, &[3u32, 4], Languages::All(yy)))
+        .unwrap();
+    let s = rec.snapshot();
+    assert_eq!(s.languages["yy"].layers[0].expert_tokens[7], 0.0);
+    assert_eq!(s.languages["yy"].layers[0].tokens, 1.0);
+    assert!(!s.languages.contains_key("xx"));
 }

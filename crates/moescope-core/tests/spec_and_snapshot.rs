@@ -87,8 +87,8 @@ fn deepseek_v3_config_skips_the_first_three_dense_layers() {
     );
     assert_eq!(spec.moe_layers, (3..61).collect::<Vec<u32>>());
     assert_eq!(spec.num_moe_layers(), 58);
-    assert_eq!(spec.moe_layer_index(3), Some(0));
-    assert_eq!(spec.moe_layer_index(2), None);
+    assert_eq!(spec.depth_of(3), Some(0));
+    assert_eq!(spec.depth_of(2), None);
     let preset = ModelSpec::preset("deepseek-v3").unwrap();
     assert_eq!(
         ModelSpec {
@@ -319,8 +319,9 @@ fn snapshot_round_trips_awkward_floats_exactly() {
     assert_eq!(Snapshot::from_json_str(&s.to_json_string()).unwrap(), s);
 }
 
-/// DESIGN.md's shape: no per-layer `tokens`, `prob_sum` null, optional chars/words.
-const DESIGN_SHAPED: &str = r#"{ "format": "moescope.snapshot/v1",
+/// The minimal shape a hand-written snapshot has: no per-layer `tokens`, `prob_sum` null,
+/// optional chars/words.
+const MINIMAL_SNAPSHOT: &str = r#"{ "format": "moescope.snapshot/v1",
   "model": { "name": "tiny-moe", "num_experts": 4, "top_k": 2, "layers": [0, 1] },
   "window": { "start_unix_ms": 10, "end_unix_ms": 20 },
   "languages": { "he": { "tokens": 5, "chars": 20, "words": 4,
@@ -333,7 +334,7 @@ const DESIGN_SHAPED: &str = r#"{ "format": "moescope.snapshot/v1",
 
 #[test]
 fn design_shaped_json_parses_with_derived_layer_tokens() {
-    let s = Snapshot::from_json_str(DESIGN_SHAPED).unwrap();
+    let s = Snapshot::from_json_str(MINIMAL_SNAPSHOT).unwrap();
     assert_eq!(s.model.moe_layers, vec![0, 1]);
     assert_eq!(
         s.window,
@@ -363,7 +364,7 @@ fn design_shaped_json_parses_with_derived_layer_tokens() {
 
 #[test]
 fn unknown_fields_are_tolerated() {
-    let json = DESIGN_SHAPED.replacen(
+    let json = MINIMAL_SNAPSHOT.replacen(
         "\"window\"",
         "\"writer\": {\"name\": \"hook.py\"}, \"window\"",
         1,
@@ -371,9 +372,9 @@ fn unknown_fields_are_tolerated() {
     assert!(Snapshot::from_json_str(&json).is_ok());
 }
 
-/// Applies `edit` to the DESIGN.md-shaped document and returns the reader's error message.
+/// Applies `edit` to the minimal document and returns the reader's error message.
 fn rejection(edit: impl FnOnce(&mut serde_json::Value)) -> (SnapshotError, String) {
-    let mut v: serde_json::Value = serde_json::from_str(DESIGN_SHAPED).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(MINIMAL_SNAPSHOT).unwrap();
     edit(&mut v);
     let err = Snapshot::from_json_str(&v.to_string()).unwrap_err();
     let msg = err.to_string();
@@ -510,7 +511,17 @@ fn rejects_a_layer_count_mismatch() {
 
 #[test]
 fn rejects_bad_language_keys() {
-    for key in ["he il", "", "x".repeat(36).as_str(), "fr_FR", "日本"] {
+    // One rule for live tags and snapshot keys: a tag the registry accepts, in the normalized
+    // form the recorder writes.
+    for key in [
+        "he il",
+        "",
+        "x".repeat(36).as_str(),
+        "fr_FR",
+        "日本",
+        "EN",
+        "abcdefghi",
+    ] {
         let (err, msg) = rejection(|v| {
             let he = v["languages"]["he"].take();
             v["languages"] = serde_json::json!({ key: he });
@@ -518,8 +529,14 @@ fn rejects_bad_language_keys() {
         assert_eq!(err.field(), Some("languages"), "{msg}");
         assert!(msg.contains(&format!("{key:?}")), "{msg}");
     }
-    let longest = "x".repeat(35);
-    let mut v: serde_json::Value = serde_json::from_str(DESIGN_SHAPED).unwrap();
+    let (_, msg) = rejection(|v| {
+        let he = v["languages"]["he"].take();
+        v["languages"] = serde_json::json!({ "zh_hant_tw": he });
+    });
+    assert!(msg.contains("write \"zh-Hant-TW\""), "{msg}");
+    let longest = "en-abcdefgh-abcdefgh-abcdefgh-abcde";
+    assert_eq!(longest.len(), 35);
+    let mut v: serde_json::Value = serde_json::from_str(MINIMAL_SNAPSHOT).unwrap();
     let he = v["languages"]["he"].take();
     v["languages"] =
         serde_json::json!({ longest: he.clone(), "und": he.clone(), "zh-Hant-TW": he });
@@ -580,7 +597,7 @@ fn type_errors_carry_the_json_path_and_position() {
             .contains("EOF while parsing a value at line 1 column 11"),
         "{err}"
     );
-    let err = Snapshot::from_json_str(&format!("{DESIGN_SHAPED} trailing")).unwrap_err();
+    let err = Snapshot::from_json_str(&format!("{MINIMAL_SNAPSHOT} trailing")).unwrap_err();
     assert!(matches!(err, SnapshotError::Json { .. }), "{err}");
 }
 
@@ -621,4 +638,48 @@ fn merging_bucket_counts_gives_the_window_counts() {
         ..Snapshot::new(s.model.clone())
     };
     snap.validate().unwrap();
+}
+
+#[test]
+fn too_many_languages_are_refused_while_reading() {
+    let layer = r#"{"tokens": 1, "layers": [{"expert_tokens": [1, 0]}]}"#;
+    let langs: Vec<String> = (0..=moescope_core::snapshot::MAX_SNAPSHOT_LANGUAGES)
+        .map(|i| {
+            // Distinct valid tags: "x-" followed by the number in letters.
+            let word: String = format!("{i:06}")
+                .bytes()
+                .map(|d| (b'a' + (d - b'0')) as char)
+                .collect();
+            format!(r#""x-{word}": {layer}"#)
+        })
+        .collect();
+    let json = format!(
+        r#"{{"format": "moescope.snapshot/v1",
+            "model": {{"name": "m", "num_experts": 2, "top_k": 1, "layers": [0]}},
+            "languages": {{{}}}}}"#,
+        langs.join(",")
+    );
+    let err = Snapshot::from_json_str(&json).unwrap_err();
+    assert_eq!(err.field(), Some("languages"), "{err}");
+    assert!(err.to_string().contains("at most 4096"), "{err}");
+    // One fewer is fine.
+    let json = json.replacen(&format!("{},", langs[0]), "", 1);
+    assert_eq!(
+        Snapshot::from_json_str(&json).unwrap().languages.len(),
+        4096
+    );
+}
+
+#[test]
+fn a_truncated_file_of_another_version_names_the_version() {
+    let json = r#"{"format": "moescope.snapshot/v2", "model": {"name": "m", "num_exp"#;
+    let err = Snapshot::from_json_str(json).unwrap_err();
+    // Truncated: a JSON error (the format of a file that does not parse cannot be trusted).
+    assert!(
+        matches!(err, moescope_core::SnapshotError::Json { .. }),
+        "{err}"
+    );
+    let json = r#"{"format": "moescope.snapshot/v2", "model": 3}"#;
+    let err = Snapshot::from_json_str(json).unwrap_err();
+    assert_eq!(err.field(), Some("format"), "{err}");
 }

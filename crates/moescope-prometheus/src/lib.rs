@@ -13,7 +13,7 @@
 //!
 //! let recorder = Arc::new(Recorder::new(ModelSpec::new("tiny", 4, 1, vec![0, 1])?)?);
 //! let en = recorder.language("en");
-//! recorder.record(&RouterBatch::new(1, &[0u32, 1, 2, 3], Languages::All(en)))?;
+//! recorder.record(&RouterBatch::at_depth(1, &[0u32, 1, 2, 3], Languages::All(en)))?;
 //!
 //! let render = PrometheusRender::new(std::time::Duration::from_secs(15));
 //! let mut sink = render.sink();

@@ -76,11 +76,11 @@ fn record_traffic(rec: &Recorder, deep: u32) {
     let (en, he) = (rec.language("en"), rec.language("he"));
     for depth in 0..8 {
         let uniform: Vec<u32> = (0..1600).map(|i| (i % 8) as u32).collect();
-        rec.record(&RouterBatch::new(depth, &uniform, Languages::All(en)))
+        rec.record(&RouterBatch::at_depth(depth, &uniform, Languages::All(en)))
             .unwrap();
         let pool = if depth >= 6 { deep } else { 8 };
         let ids: Vec<u32> = (0..1600).map(|i| (i as u32) % pool).collect();
-        rec.record(&RouterBatch::new(depth, &ids, Languages::All(he)))
+        rec.record(&RouterBatch::at_depth(depth, &ids, Languages::All(he)))
             .unwrap();
     }
 }
@@ -280,7 +280,7 @@ fn ten_thousand_random_tags_stay_within_the_series_cap() {
             .map(|i| (b'a' + ((x >> (7 * i + 3)) % 26) as u8) as char)
             .collect();
         let lang = rec.language(&tag);
-        rec.record(&RouterBatch::new(3, &ids, Languages::All(lang)))
+        rec.record(&RouterBatch::at_depth(3, &ids, Languages::All(lang)))
             .unwrap();
     }
     let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
@@ -325,7 +325,7 @@ fn quiet_languages_disappear_from_the_endpoint() {
     clock.advance_ms(5_000);
     let en = rec.language("en");
     let ids: Vec<u32> = (0..16).map(|i| i % 8).collect();
-    rec.record(&RouterBatch::new(0, &ids, Languages::All(en)))
+    rec.record(&RouterBatch::at_depth(0, &ids, Languages::All(en)))
         .unwrap();
     let round = publisher.collect();
     assert!(round.publication.samples.iter().all(
@@ -379,7 +379,7 @@ fn default_series_at_the_language_cap_match_the_formula_and_budget() {
             let ids: Vec<u32> = (0..16 * k)
                 .map(|j| ((i * 5 + j * 3 + depth) as u32) % e)
                 .collect();
-            rec.record(&RouterBatch::new(depth, &ids, Languages::All(id)))
+            rec.record(&RouterBatch::at_depth(depth, &ids, Languages::All(id)))
                 .unwrap();
         }
     }

@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 use std::mem::size_of;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use moescope_core::background::PeriodicThread;
 use moescope_core::{DropReason, LanguageCounts, Recorder, Snapshot};
 use moescope_stats::{
     bucket_collapse_scores, live_analysis, AnalysisError, CollapseConfig, CollapseDetector,
@@ -417,7 +417,7 @@ impl Publisher {
                 }
             }
         }
-        for reason in DropReason::ALL {
+        for &reason in DropReason::ALL {
             out.push(
                 Metric::DroppedTotal,
                 &[reason.as_str()],
@@ -591,8 +591,7 @@ impl Out {
 /// stops the thread at once (it waits on a channel, not a sleep).
 pub struct PublisherThread {
     latest: Arc<Mutex<Option<Arc<Round>>>>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: PeriodicThread,
 }
 
 impl PublisherThread {
@@ -605,17 +604,21 @@ impl PublisherThread {
     }
 }
 
-impl Drop for PublisherThread {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+/// Publishes one round of `publisher` to every sink and keeps it as the latest.
+fn publish_round(
+    publisher: &mut Publisher,
+    sinks: &mut [Box<dyn Sink>],
+    latest: &Mutex<Option<Arc<Round>>>,
+) {
+    let round = Arc::new(publisher.collect());
+    for sink in sinks.iter_mut() {
+        sink.publish(&round.publication);
     }
+    *latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(round);
 }
 
-/// Runs `publisher` every [`Publisher::interval`] (first round at once), handing each round to
-/// every sink.
+/// Publishes a first round at once (in the caller's thread), then runs `publisher` every
+/// [`Publisher::interval`] in a [`PeriodicThread`], handing each round to every sink.
 ///
 /// # Errors
 /// The OS error if the thread cannot be spawned.
@@ -624,27 +627,17 @@ pub fn spawn(
     mut sinks: Vec<Box<dyn Sink>>,
 ) -> std::io::Result<PublisherThread> {
     let latest = Arc::new(Mutex::new(None));
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    publish_round(&mut publisher, &mut sinks, &latest);
     let interval = publisher.interval();
     let thread = {
         let latest = latest.clone();
-        std::thread::Builder::new()
-            .name("moescope-publisher".into())
-            .spawn(move || loop {
-                let round = Arc::new(publisher.collect());
-                for sink in &mut sinks {
-                    sink.publish(&round.publication);
-                }
-                *latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(round);
-                match stopped.recv_timeout(interval) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                    _ => return,
-                }
-            })?
+        PeriodicThread::spawn("moescope-publisher", interval, move || {
+            publish_round(&mut publisher, &mut sinks, &latest);
+            true
+        })?
     };
     Ok(PublisherThread {
         latest,
-        stop: Some(stop),
-        thread: Some(thread),
+        _thread: thread,
     })
 }

@@ -93,7 +93,6 @@
 #![warn(missing_docs)]
 
 mod profile;
-mod rng;
 mod routing;
 mod simulator;
 

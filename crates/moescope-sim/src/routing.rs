@@ -29,7 +29,7 @@
 //! (all that moescope's metrics read) are exact; the co-selection pattern is not a real
 //! router's.
 
-use crate::rng::Rng;
+use moescope_core::rng::Rng;
 
 /// Fixed random expert orders per (layer, language) for systematic sampling.
 pub(crate) const ORDERS: usize = 8;

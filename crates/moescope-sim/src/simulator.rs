@@ -8,8 +8,8 @@ use moescope_core::{
 };
 
 use crate::profile::{Collapse, EntropyProfile, LanguageProfile, SimError};
-use crate::rng::{derive_seed, Rng};
 use crate::routing::{self, Router, ORDERS};
+use moescope_core::rng::{derive_seed, Rng};
 
 /// How far the language shares may sum from 1 before [`Simulator::new`] refuses them (they
 /// are then rescaled to sum to exactly 1).
@@ -77,7 +77,7 @@ impl Step {
 }
 
 fn layer_batch<'a>(depth: usize, layer: &'a LayerStep, segments: &'a [Segment]) -> RouterBatch<'a> {
-    let batch = RouterBatch::new(depth, &layer.expert_ids, Languages::Segments(segments))
+    let batch = RouterBatch::at_depth(depth, &layer.expert_ids, Languages::Segments(segments))
         .topk_weights(&layer.topk_weights);
     if layer.logits.is_empty() {
         batch

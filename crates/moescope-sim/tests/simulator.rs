@@ -16,7 +16,7 @@ fn entropy(snapshot: &Snapshot, tag: &str, depth: usize) -> f64 {
 }
 
 fn assert_no_drops(recorder: &Recorder) {
-    for reason in DropReason::ALL {
+    for &reason in DropReason::ALL {
         assert_eq!(recorder.dropped(reason), 0, "dropped for {reason:?}");
     }
 }

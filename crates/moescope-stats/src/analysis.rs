@@ -4,7 +4,7 @@
 //!
 //! Everything here is a pure function of the snapshot. Undefined figures are `None` (JSON `null`),
 //! never NaN; no function panics on any snapshot, however inconsistent: [`analyze`] checks the
-//! snapshot first with [`validate_snapshot`] and the per-layer helpers return `None` for counts
+//! snapshot first with [`Snapshot::validate`] and the per-layer helpers return `None` for counts
 //! that do not fit the model.
 
 use std::collections::BTreeMap;
@@ -81,135 +81,19 @@ impl fmt::Display for AnalysisError {
 
 impl std::error::Error for AnalysisError {}
 
-fn bad(field: String, problem: impl Into<String>) -> AnalysisError {
-    AnalysisError::InvalidSnapshot {
-        field,
-        problem: problem.into(),
-    }
-}
-
-/// Checks one number; the field's path is only built for an error (validation runs on every
-/// count of every round of the live path).
-fn check_number(field: impl FnOnce() -> String, x: f64) -> Result<(), AnalysisError> {
-    if !x.is_finite() {
-        Err(bad(field(), format!("{x} is not a finite number")))
-    } else if x < 0.0 {
-        Err(bad(field(), format!("{x} is negative")))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_vector(field: impl Fn() -> String, v: &[f64], e: usize) -> Result<(), AnalysisError> {
-    if v.len() != e {
-        return Err(bad(
-            field(),
-            format!("{} entries, model.num_experts is {e}", v.len()),
-        ));
-    }
-    if v.iter().all(|x| x.is_finite() && *x >= 0.0) {
-        return Ok(());
-    }
-    for (i, x) in v.iter().enumerate() {
-        check_number(|| format!("{}[{i}]", field()), *x)?;
-    }
-    Ok(())
-}
-
-fn check_layers(
-    path: &str,
-    layers: &[LayerCounts],
-    l: usize,
-    e: usize,
-) -> Result<(), AnalysisError> {
-    if layers.len() != l {
-        return Err(bad(
-            format!("{path}.layers"),
-            format!(
-                "{} entries, model.layers lists {l} MoE layers",
-                layers.len()
-            ),
-        ));
-    }
-    for (i, lc) in layers.iter().enumerate() {
-        let p = || format!("{path}.layers[{i}]");
-        check_number(|| format!("{}.tokens", p()), lc.tokens)?;
-        check_vector(|| format!("{}.expert_tokens", p()), &lc.expert_tokens, e)?;
-        if let Some(ps) = &lc.prob_sum {
-            check_vector(|| format!("{}.prob_sum", p()), ps, e)?;
-        }
-        check_number(|| format!("{}.prob_tokens", p()), lc.prob_tokens)?;
-        if let Some(x) = lc.selection_entropy_sum_bits {
-            check_number(|| format!("{}.selection_entropy_sum_bits", p()), x)?;
-        }
-        if let Some(x) = lc.topk_weight_sum {
-            check_number(|| format!("{}.topk_weight_sum", p()), x)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_language(
-    path: &str,
-    lc: &LanguageCounts,
-    l: usize,
-    e: usize,
-) -> Result<(), AnalysisError> {
-    check_number(|| format!("{path}.tokens"), lc.tokens)?;
-    if let Some(c) = lc.chars {
-        check_number(|| format!("{path}.chars"), c)?;
-    }
-    if let Some(w) = lc.words {
-        check_number(|| format!("{path}.words"), w)?;
-    }
-    check_layers(path, &lc.layers, l, e)?;
-    if let Some(halves) = &lc.halves {
-        for (i, h) in halves.iter().enumerate() {
-            check_layers(&format!("{path}.halves[{i}]"), &h.layers, l, e)?;
-        }
-    }
-    Ok(())
-}
-
-/// Checks that a snapshot's counts fit its model: at least one routed expert and one MoE layer,
-/// 1 ≤ top_k ≤ num_experts, one layer entry per MoE layer and E numbers per vector for every
-/// language (in the window, its halves and every bucket), and no negative or non-finite number.
-///
-/// # Errors
-/// [`AnalysisError::InvalidSnapshot`] naming the first offending field by its JSON path.
-/// Never panics.
-pub fn validate_snapshot(snapshot: &Snapshot) -> Result<(), AnalysisError> {
-    validate_window(snapshot)?;
-    let m = &snapshot.model;
-    let (l, e) = (m.moe_layers.len(), m.num_experts as usize);
-    for (i, b) in snapshot.buckets.iter().enumerate() {
-        for (name, lc) in &b.languages {
-            check_language(&format!("buckets[{i}].languages.{name}"), lc, l, e)?;
-        }
-    }
-    Ok(())
-}
-
-/// [`validate_snapshot`] without the buckets.
-pub(crate) fn validate_window(snapshot: &Snapshot) -> Result<(), AnalysisError> {
-    let m = &snapshot.model;
-    if m.num_experts == 0 {
-        return Err(bad("model.num_experts".into(), "must be at least 1"));
-    }
-    if m.top_k == 0 || m.top_k > m.num_experts {
-        return Err(bad(
-            "model.top_k".into(),
-            format!("{} is outside 1..={}", m.top_k, m.num_experts),
-        ));
-    }
-    if m.moe_layers.is_empty() {
-        return Err(bad("model.layers".into(), "lists no MoE layer"));
-    }
-    let (l, e) = (m.moe_layers.len(), m.num_experts as usize);
-    for (name, lc) in &snapshot.languages {
-        check_language(&format!("languages.{name}"), lc, l, e)?;
-    }
-    Ok(())
+/// [`Snapshot::validate`] as an [`AnalysisError`]: the snapshot's counts fit its model
+/// (the one home of the snapshot invariants).
+pub(crate) fn check_snapshot(snapshot: &Snapshot) -> Result<(), AnalysisError> {
+    snapshot.validate().map_err(|e| match e {
+        moescope_core::SnapshotError::Invalid { field, reason } => AnalysisError::InvalidSnapshot {
+            field,
+            problem: reason,
+        },
+        other => AnalysisError::InvalidSnapshot {
+            field: other.field().unwrap_or("snapshot").to_string(),
+            problem: other.to_string(),
+        },
+    })
 }
 
 /// Mean router probability a_e = `prob_sum[e] / prob_tokens` of one layer.
@@ -987,12 +871,12 @@ impl Analysis {
 ///
 /// # Errors
 /// [`AnalysisError::InvalidSnapshot`] when the counts do not fit the model (see
-/// [`validate_snapshot`]), [`AnalysisError::UnknownReference`] when the reference language is not
+/// [`Snapshot::validate`]), [`AnalysisError::UnknownReference`] when the reference language is not
 /// in the snapshot, [`AnalysisError::InvalidConfig`] for an out-of-range setting.
 /// Never panics.
 pub fn analyze(snapshot: &Snapshot, config: &AnalysisConfig) -> Result<Analysis, AnalysisError> {
     config.validate()?;
-    validate_snapshot(snapshot)?;
+    check_snapshot(snapshot)?;
     let langs = &snapshot.languages;
     let reference = config.reference.as_str();
     let ref_counts = langs

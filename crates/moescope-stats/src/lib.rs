@@ -61,10 +61,10 @@ pub use analysis::{
     analyze, bucket_collapse_scores, collapse_evidence, collapse_evidence_with_bucket_scores,
     collapse_score_of, depth_means, layer_entropies, layer_metrics, lsi_basis, lsi_layer_averaged,
     lsi_per_layer, mean_router_probability, mean_topk_weight, pair_metrics, selection_entropy_bits,
-    split_half_collapse_evidence, tokenization, validate_snapshot, Analysis, AnalysisConfig,
-    AnalysisError, CollapseRow, DepthMeansRow, LayerMetrics, LayerRow, LsiBasis, LsiLayerRow,
-    LsiRow, ModelInfo, PairMetrics, PairRow, SettingsEcho, SplitHalfCollapseRow, SplitHalfRow,
-    SpreadRow, TokenizationRow, Window, ANALYSIS_FORMAT, LSI_SWEEP,
+    split_half_collapse_evidence, tokenization, Analysis, AnalysisConfig, AnalysisError,
+    CollapseRow, DepthMeansRow, LayerMetrics, LayerRow, LsiBasis, LsiLayerRow, LsiRow, ModelInfo,
+    PairMetrics, PairRow, SettingsEcho, SplitHalfCollapseRow, SplitHalfRow, SpreadRow,
+    TokenizationRow, Window, ANALYSIS_FORMAT, LSI_SWEEP,
 };
 pub use collapse::{
     collapse_score, deep_layers, middle_layers, CollapseConfig, CollapseDetector, CollapseEvidence,

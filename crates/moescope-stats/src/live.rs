@@ -22,9 +22,10 @@ use moescope_core::Snapshot;
 use serde::Serialize;
 
 use crate::analysis::{
-    collapse_evidence_with_bucket_scores, depth_means, layer_entropies, layer_metrics, lsi_basis,
-    lsi_layer_averaged, pair_metrics, tokenization, validate_window, AnalysisConfig, AnalysisError,
-    CollapseRow, DepthMeansRow, LayerRow, LsiRow, PairRow, SplitHalfRow, TokenizationRow,
+    check_snapshot, collapse_evidence_with_bucket_scores, depth_means, layer_entropies,
+    layer_metrics, lsi_basis, lsi_layer_averaged, pair_metrics, tokenization, AnalysisConfig,
+    AnalysisError, CollapseRow, DepthMeansRow, LayerRow, LsiRow, PairRow, SplitHalfRow,
+    TokenizationRow,
 };
 use crate::collapse::{deep_layers, middle_layers, CollapseConfig};
 use crate::vector::js_divergence_bits;
@@ -212,7 +213,7 @@ pub struct LiveAnalysis {
     pub language_pairs: Vec<LanguagePairRow>,
 }
 
-/// Computes the live figures of `snapshot` (its `buckets` are not read).
+/// Computes the live figures of `snapshot` (its `buckets` are checked, not read).
 ///
 /// `bucket_scores` holds, per language, its collapse score against the reference in each
 /// bucket of the window that has one (closed buckets kept by the caller, plus the open
@@ -228,7 +229,9 @@ pub fn live_analysis(
     bucket_scores: &BTreeMap<String, Vec<f64>>,
 ) -> Result<LiveAnalysis, AnalysisError> {
     config.validate()?;
-    validate_window(snapshot)?;
+    // The window and the buckets read this round (a live reader's snapshot holds only the
+    // new ones).
+    check_snapshot(snapshot)?;
     let langs = &snapshot.languages;
     let m = &snapshot.model;
     let num_layers = m.moe_layers.len();

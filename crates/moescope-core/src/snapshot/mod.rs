@@ -37,13 +37,97 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::spec::{ModelSpec, SpecError};
+use crate::spec::ModelSpec;
+
+mod json_format;
+mod validate;
+
+/// Collections deserialized with a cap on their length, checked as elements arrive.
+mod bounded {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    use super::{BucketCounts, LanguageCounts, MAX_SNAPSHOT_BUCKETS, MAX_SNAPSHOT_LANGUAGES};
+
+    struct Capped<T>(usize, PhantomData<T>);
+
+    impl<'de> Visitor<'de> for Capped<BTreeMap<String, LanguageCounts>> {
+        type Value = BTreeMap<String, LanguageCounts>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an object of at most {} languages", self.0)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, LanguageCounts>()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!(
+                        "more than {} languages; at most {} are accepted",
+                        self.0, self.0
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Capped<Vec<BucketCounts>> {
+        type Value = Vec<BucketCounts>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an array of at most {} buckets", self.0)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(bucket) = seq.next_element::<BucketCounts>()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!(
+                        "more than {} buckets; at most {} are accepted",
+                        self.0, self.0
+                    )));
+                }
+                out.push(bucket);
+            }
+            Ok(out)
+        }
+    }
+
+    pub(super) fn languages<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, LanguageCounts>, D::Error> {
+        d.deserialize_map(Capped::<BTreeMap<String, LanguageCounts>>(
+            MAX_SNAPSHOT_LANGUAGES,
+            PhantomData,
+        ))
+    }
+
+    pub(super) fn buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BucketCounts>, D::Error> {
+        d.deserialize_seq(Capped::<Vec<BucketCounts>>(
+            MAX_SNAPSHOT_BUCKETS,
+            PhantomData,
+        ))
+    }
+}
+
+use json_format::NumberArraysInline;
+pub use validate::is_valid_language_key;
+
+/// Most languages a snapshot (its window, and each bucket) may hold: far above what a recorder
+/// tracks (at most 1 026 slots), low enough that a hostile file cannot make the reader allocate
+/// without bound.
+pub const MAX_SNAPSHOT_LANGUAGES: usize = 4_096;
+
+/// Most buckets a snapshot may hold (a recorder's window has at most 100 000).
+pub const MAX_SNAPSHOT_BUCKETS: usize = 100_000;
 
 /// The value of the `"format"` key of every snapshot file this module reads or writes.
 pub const SNAPSHOT_FORMAT: &str = "moescope.snapshot/v1";
-
-/// Longest accepted language key, in bytes (BCP-47's practical maximum).
-pub const MAX_LANGUAGE_KEY_LEN: usize = 35;
 
 /// The per-language routing counts of one model over one window. See the [module docs](self).
 ///
@@ -78,7 +162,7 @@ pub struct BucketCounts {
     /// The bucket's time range.
     pub window: WindowRange,
     /// Keyed like [`Snapshot::languages`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::languages")]
     pub languages: BTreeMap<String, LanguageCounts>,
 }
 
@@ -270,8 +354,13 @@ impl Snapshot {
             Ok(repr) => repr,
             Err(err) => {
                 // A file of another format version may differ in shape: report the version.
-                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) {
-                    check_format(map.get("format"))?;
+                // Only the `format` key is kept; the rest is skipped without allocating.
+                #[derive(Deserialize)]
+                struct FormatOnly {
+                    format: Option<Value>,
+                }
+                if let Ok(FormatOnly { format }) = serde_json::from_str::<FormatOnly>(json) {
+                    check_format(format.as_ref())?;
                 }
                 return Err(err);
             }
@@ -294,48 +383,6 @@ impl Snapshot {
             source,
         })?;
         Snapshot::from_json_str(&text)
-    }
-
-    /// Checks the invariants listed in the [module docs](self).
-    ///
-    /// # Errors
-    /// The first broken invariant, as [`SnapshotError::Invalid`] naming the field by its JSON
-    /// path. Never panics.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
-        self.model.validate().map_err(|e| match e {
-            SpecError::Invalid { field, reason } => invalid(format!("model.{field}"), reason),
-            other => invalid("model", other.to_string()),
-        })?;
-        if let Some(window) = &self.window {
-            check_window("window", window)?;
-        }
-        check_languages("languages", &self.languages, &self.model)?;
-        let mut previous: Option<&WindowRange> = None;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            let prefix = format!("buckets[{i}]");
-            check_window(&format!("{prefix}.window"), &bucket.window)?;
-            if let Some(prev) = previous {
-                if bucket.window.start_unix_ms < prev.start_unix_ms {
-                    return Err(invalid(
-                        format!("{prefix}.window.start_unix_ms"),
-                        format!(
-                            "buckets must be ordered oldest first, but {} is before \
-                             buckets[{}].window.start_unix_ms ({})",
-                            bucket.window.start_unix_ms,
-                            i - 1,
-                            prev.start_unix_ms
-                        ),
-                    ));
-                }
-            }
-            previous = Some(&bucket.window);
-            check_languages(
-                &format!("{prefix}.languages"),
-                &bucket.languages,
-                &self.model,
-            )?;
-        }
-        Ok(())
     }
 
     /// Every layer entry of the snapshot (window, halves, buckets), for filling in defaults.
@@ -394,9 +441,9 @@ struct SnapshotRepr {
     model: ModelSpec,
     #[serde(default)]
     window: Option<WindowRange>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::languages")]
     languages: BTreeMap<String, LanguageCounts>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::buckets")]
     buckets: Vec<BucketCounts>,
 }
 
@@ -431,131 +478,6 @@ fn check_format(format: Option<&Value>) -> Result<(), SnapshotError> {
             format!("expected \"{SNAPSHOT_FORMAT}\", found {other}"),
         )),
     }
-}
-
-fn check_window(field: &str, window: &WindowRange) -> Result<(), SnapshotError> {
-    if window.start_unix_ms > window.end_unix_ms {
-        return Err(invalid(
-            field,
-            format!(
-                "start_unix_ms ({}) is after end_unix_ms ({})",
-                window.start_unix_ms, window.end_unix_ms
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Whether `key` is an acceptable language key: 1–35 ASCII letters, digits or `-`.
-pub fn is_valid_language_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= MAX_LANGUAGE_KEY_LEN
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-fn check_languages(
-    prefix: &str,
-    languages: &BTreeMap<String, LanguageCounts>,
-    model: &ModelSpec,
-) -> Result<(), SnapshotError> {
-    for (key, counts) in languages {
-        if !is_valid_language_key(key) {
-            return Err(invalid(
-                prefix,
-                format!(
-                    "language key {key:?} must be 1 to {MAX_LANGUAGE_KEY_LEN} ASCII letters, \
-                     digits or '-'"
-                ),
-            ));
-        }
-        check_language(&format!("{prefix}.{key}"), counts, model)?;
-    }
-    Ok(())
-}
-
-fn check_number(field: impl FnOnce() -> String, value: f64) -> Result<(), SnapshotError> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(
-            field(),
-            format!("must be a finite number >= 0, found {value}"),
-        ))
-    }
-}
-
-fn check_numbers(field: &str, values: &[f64], num_experts: u32) -> Result<(), SnapshotError> {
-    if values.len() != num_experts as usize {
-        return Err(invalid(
-            field,
-            format!(
-                "expected {num_experts} numbers (model.num_experts), found {}",
-                values.len()
-            ),
-        ));
-    }
-    for (i, &v) in values.iter().enumerate() {
-        check_number(|| format!("{field}[{i}]"), v)?;
-    }
-    Ok(())
-}
-
-fn check_language(
-    prefix: &str,
-    counts: &LanguageCounts,
-    model: &ModelSpec,
-) -> Result<(), SnapshotError> {
-    check_number(|| format!("{prefix}.tokens"), counts.tokens)?;
-    if let Some(chars) = counts.chars {
-        check_number(|| format!("{prefix}.chars"), chars)?;
-    }
-    if let Some(words) = counts.words {
-        check_number(|| format!("{prefix}.words"), words)?;
-    }
-    check_layers(&format!("{prefix}.layers"), &counts.layers, model)?;
-    if let Some(halves) = &counts.halves {
-        for (h, half) in halves.iter().enumerate() {
-            check_layers(&format!("{prefix}.halves[{h}].layers"), &half.layers, model)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_layers(
-    prefix: &str,
-    layers: &[LayerCounts],
-    model: &ModelSpec,
-) -> Result<(), SnapshotError> {
-    if layers.len() != model.moe_layers.len() {
-        return Err(invalid(
-            prefix,
-            format!(
-                "expected {} entries (one per model.layers), found {}",
-                model.moe_layers.len(),
-                layers.len()
-            ),
-        ));
-    }
-    for (i, layer) in layers.iter().enumerate() {
-        let path = format!("{prefix}[{i}]");
-        check_number(|| format!("{path}.tokens"), layer.tokens)?;
-        check_numbers(
-            &format!("{path}.expert_tokens"),
-            &layer.expert_tokens,
-            model.num_experts,
-        )?;
-        if let Some(prob_sum) = &layer.prob_sum {
-            check_numbers(&format!("{path}.prob_sum"), prob_sum, model.num_experts)?;
-        }
-        check_number(|| format!("{path}.prob_tokens"), layer.prob_tokens)?;
-        if let Some(v) = layer.selection_entropy_sum_bits {
-            check_number(|| format!("{path}.selection_entropy_sum_bits"), v)?;
-        }
-        if let Some(v) = layer.topk_weight_sum {
-            check_number(|| format!("{path}.topk_weight_sum"), v)?;
-        }
-    }
-    Ok(())
 }
 
 impl LayerCounts {
@@ -651,154 +573,6 @@ impl LanguageCounts {
                 add_layers_scaled(&mut half.layers, &other_half.layers, weight);
             }
         }
-    }
-}
-
-/// A pretty-printing JSON formatter that keeps arrays of scalars on one line: objects and arrays
-/// of containers are indented like `serde_json`'s pretty printer, `[1.0, 2.5, 0.0]` stays inline.
-///
-/// The separator before an array element is written only once the element's kind is known
-/// (`pending`), because `begin_array_value` is called before the element starts.
-#[derive(Default)]
-struct NumberArraysInline {
-    indent: usize,
-    /// `Some(first)` between `begin_array_value` and the start of that element.
-    pending: Option<bool>,
-    /// One entry per open array: whether it has been broken over lines.
-    arrays: Vec<bool>,
-    /// One entry per open object: whether it has a key.
-    objects: Vec<bool>,
-}
-
-impl NumberArraysInline {
-    fn newline<W: ?Sized + Write>(&self, w: &mut W) -> io::Result<()> {
-        w.write_all(b"\n")?;
-        for _ in 0..self.indent {
-            w.write_all(b"  ")?;
-        }
-        Ok(())
-    }
-
-    /// Writes the separator owed before a value that is a container (`true`) or a scalar.
-    fn before_value<W: ?Sized + Write>(&mut self, w: &mut W, container: bool) -> io::Result<()> {
-        let Some(first) = self.pending.take() else {
-            return Ok(());
-        };
-        let multiline = match self.arrays.last_mut() {
-            Some(broken) => {
-                *broken |= container;
-                *broken
-            }
-            None => container,
-        };
-        if !first {
-            w.write_all(b",")?;
-        }
-        if multiline {
-            self.newline(w)
-        } else if first {
-            Ok(())
-        } else {
-            w.write_all(b" ")
-        }
-    }
-}
-
-macro_rules! scalar_writers {
-    ($($method:ident($ty:ty)),* $(,)?) => {
-        $(
-            fn $method<W: ?Sized + Write>(&mut self, w: &mut W, value: $ty) -> io::Result<()> {
-                self.before_value(w, false)?;
-                serde_json::ser::CompactFormatter.$method(w, value)
-            }
-        )*
-    };
-}
-
-impl serde_json::ser::Formatter for NumberArraysInline {
-    scalar_writers!(
-        write_bool(bool),
-        write_i8(i8),
-        write_i16(i16),
-        write_i32(i32),
-        write_i64(i64),
-        write_i128(i128),
-        write_u8(u8),
-        write_u16(u16),
-        write_u32(u32),
-        write_u64(u64),
-        write_u128(u128),
-        write_f32(f32),
-        write_f64(f64),
-        write_number_str(&str),
-        write_raw_fragment(&str),
-    );
-
-    fn write_null<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.before_value(w, false)?;
-        w.write_all(b"null")
-    }
-
-    fn begin_string<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.before_value(w, false)?;
-        w.write_all(b"\"")
-    }
-
-    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.before_value(w, true)?;
-        self.indent += 1;
-        self.arrays.push(false);
-        w.write_all(b"[")
-    }
-
-    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.indent = self.indent.saturating_sub(1);
-        if self.arrays.pop().unwrap_or(false) {
-            self.newline(w)?;
-        }
-        w.write_all(b"]")
-    }
-
-    fn begin_array_value<W: ?Sized + Write>(&mut self, _w: &mut W, first: bool) -> io::Result<()> {
-        self.pending = Some(first);
-        Ok(())
-    }
-
-    fn end_array_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.before_value(w, true)?;
-        self.indent += 1;
-        self.objects.push(false);
-        w.write_all(b"{")
-    }
-
-    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.indent = self.indent.saturating_sub(1);
-        if self.objects.pop().unwrap_or(false) {
-            self.newline(w)?;
-        }
-        w.write_all(b"}")
-    }
-
-    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
-        if let Some(has_key) = self.objects.last_mut() {
-            *has_key = true;
-        }
-        if !first {
-            w.write_all(b",")?;
-        }
-        self.newline(w)
-    }
-
-    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        w.write_all(b": ")
-    }
-
-    fn end_object_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
-        Ok(())
     }
 }
 

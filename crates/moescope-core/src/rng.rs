@@ -1,20 +1,33 @@
-//! The simulator's random numbers: xoshiro256** seeded through SplitMix64.
+//! Small, deterministic random numbers for the whole workspace: the recorder's sequence hash
+//! ([`mix64`]), and a generator ([`Rng`], xoshiro256** seeded through SplitMix64) for the
+//! simulator, the demo's load generator, benchmarks and tests.
 //!
-//! Written here (a few lines) so the crate needs no random-number dependency and its output is
-//! fixed forever for a seed: nothing upstream can change a stream under the tests.
+//! Written here (a few lines) so no crate needs a random-number dependency and a stream is
+//! fixed forever for a seed: nothing upstream can change it under the tests. Not for anything
+//! that must be unpredictable.
 
-/// SplitMix64: one 64-bit mix step. Used to seed xoshiro and to derive independent sub-seeds
-/// from (seed, layer, language) so that setup draws never depend on the order of calls.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+/// SplitMix64's output function applied to `x + γ`: a well-mixed 64-bit hash of `x`. The
+/// recorder hashes sequence ids with it (to sample them and split them into halves), so any
+/// other implementation that must agree with the recorder (a GPU kernel, say) uses this.
+#[inline]
+pub fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// SplitMix64: one step of the generator with state `state`. Used to seed xoshiro and to
+/// derive independent sub-seeds so that setup draws never depend on the order of calls.
+#[inline]
+pub fn splitmix64(state: &mut u64) -> u64 {
+    let out = mix64(*state);
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    out
 }
 
 /// A seed for the sub-stream `parts` of `seed` (each part mixed in turn).
-pub(crate) fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
+pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
     let mut s = seed;
     let mut out = splitmix64(&mut s);
     for &p in parts {
@@ -26,13 +39,13 @@ pub(crate) fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
 
 /// xoshiro256** (Blackman and Vigna): fast, 256 bits of state, good statistical quality.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Rng {
+pub struct Rng {
     s: [u64; 4],
 }
 
 impl Rng {
     /// A generator whose state is filled by SplitMix64 from `seed` (never all zero).
-    pub(crate) fn new(seed: u64) -> Rng {
+    pub fn new(seed: u64) -> Rng {
         let mut sm = seed;
         let s = [
             splitmix64(&mut sm),
@@ -43,8 +56,9 @@ impl Rng {
         Rng { s }
     }
 
+    /// The next 64 random bits.
     #[inline]
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
@@ -58,26 +72,26 @@ impl Rng {
 
     /// Uniform in [0, 1), 53 bits.
     #[inline]
-    pub(crate) fn next_f64(&mut self) -> f64 {
+    pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform in `0..n` (`n > 0`), by Lemire's multiply-shift (bias below 2^-32 for the small
     /// `n` used here).
     #[inline]
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// A standard normal draw (Box–Muller; setup only, not on the per-token path).
-    pub(crate) fn normal(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.next_f64(); // (0, 1]
         let u2 = self.next_f64();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
     /// Shuffles `v` in place (Fisher–Yates).
-    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = self.below(i + 1);
             v.swap(i, j);

@@ -1,4 +1,4 @@
-//! `moescope demo` (without `--simulate`): a real MoE model served over HTTP, its routing
+//! `moescope demo` (the real-model mode): a real MoE model served over HTTP, its routing
 //! recorded per language, the statistics at `/metrics`.
 //!
 //! - **Model:** an ONNX MoE run by tract (`moescope-tract`): the bundled tiny Qwen3-MoE
@@ -14,8 +14,7 @@
 //! - **Load generator:** unless `--no-load`, a thread posts sentences of the `--mix` languages
 //!   to the server over HTTP at `--rps`, half of them without a tag (so detection runs too).
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -24,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use moescope_core::{LangId, Languages, Recorder};
 use moescope_prometheus::PrometheusRender;
-use moescope_publish::{Metric, Publisher, PublisherConfig, PublisherThread};
+use moescope_publish::Publisher;
 use moescope_tract::{byte_tokens, LoadOptions, MoeModel, PackedBatch};
 
-use crate::demo::DemoArgs;
-use crate::sentences;
+use super::{sentences, CommonArgs, RealArgs};
 
 /// Longest request the server takes, in bytes of text (= tokens of the byte-level model).
 const MAX_REQUEST_BYTES: usize = 1024;
@@ -47,39 +45,35 @@ struct JobDone {
 }
 
 /// Runs the real-model demo until `--duration` passes (or forever).
-pub fn run(args: &DemoArgs) -> Result<(), String> {
-    let mix = parse_mix(&args.mix)?;
+pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
+    let mix = super::mix::parse(&common.mix)?;
+    if let Some((tag, _)) = mix.iter().find(|(t, _)| sentences::for_tag(t).is_none()) {
+        return Err(format!(
+            "--mix: the load generator has sentences for en, he and ja, not {tag:?}"
+        ));
+    }
     let path = args
         .onnx
         .clone()
         .unwrap_or_else(moescope_tract::bundled_model_path);
     let model = MoeModel::load(&path, &LoadOptions::default()).map_err(|e| e.to_string())?;
     let spec = model.spec().clone();
-    let recorder = args.recorder(&spec)?;
-    let interval = Duration::from_millis(args.interval_ms.max(1));
+    let recorder = common.recorder(&spec)?;
+    let interval = common.interval();
     let handle = PrometheusRender::new(interval * 3);
-    let publisher = Publisher::new(
-        recorder.clone(),
-        PublisherConfig {
-            reference: args.reference.clone(),
-            expert_selections: args.expert_selections,
-            layer_detail: args.layer_detail(),
-            interval,
-            ..PublisherConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let publisher =
+        Publisher::new(recorder.clone(), common.publisher_config()).map_err(|e| e.to_string())?;
     let publisher = moescope_publish::spawn(publisher, vec![Box::new(handle.sink())])
         .map_err(|e| format!("cannot start the publisher: {e}"))?;
 
     let server = Arc::new(
-        tiny_http::Server::http(args.listen.as_str())
-            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?,
+        tiny_http::Server::http(common.listen.as_str())
+            .map_err(|e| format!("cannot listen on {}: {e}", common.listen))?,
     );
     let addr = server
         .server_addr()
         .to_ip()
-        .ok_or_else(|| format!("{} is not an IP address", args.listen))?;
+        .ok_or_else(|| format!("{} is not an IP address", common.listen))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (jobs, queue) = mpsc::channel::<Job>();
     let max_batch = args.max_batch_tokens.max(1);
@@ -111,20 +105,20 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     drop(jobs);
     if !args.no_load {
         let (stop, mix) = (stop.clone(), mix.clone());
-        let (rps, tagged, seed) = (args.rps, args.tagged_share, args.seed);
+        let (rps, tagged, seed) = (args.rps, args.tagged_share, common.seed);
         threads.push(spawn("moescope-load", move || {
             load_loop(addr, &mix, rps, tagged, seed, &stop)
         })?);
     }
 
-    println!(
+    say!(
         "moescope demo: {} ({} MoE layers, {} experts, top-{}) on tract; metrics at http://{addr}/metrics",
         spec.name,
         spec.num_moe_layers(),
         spec.num_experts,
         spec.top_k
     );
-    println!(
+    say!(
         "send text: curl -d 'שלום עולם' 'http://{addr}/v1/route?lang=he' (no lang: detected); {}",
         if args.no_load {
             "load generator off".to_owned()
@@ -146,11 +140,18 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let mut next_view = start + view_every;
     loop {
         let t = start.elapsed().as_secs_f64();
-        if args.duration > 0.0 && t >= args.duration {
+        if common.duration > 0.0 && t >= common.duration {
             break;
         }
-        if !args.quiet && Instant::now() >= next_view {
-            view(&publisher, args, t, requests.load(Ordering::Relaxed));
+        if !common.quiet && Instant::now() >= next_view {
+            if let Some(round) = publisher.latest() {
+                let header = format!(
+                    "moescope demo  t={t:.0}s  requests={}  model={} (real routing, tract)",
+                    requests.load(Ordering::Relaxed),
+                    spec.name
+                );
+                super::view::show(&round, &common.reference, &header);
+            }
             next_view += view_every;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -171,30 +172,6 @@ fn spawn(
         .name(name.to_owned())
         .spawn(f)
         .map_err(|e| format!("cannot start thread {name}: {e}"))
-}
-
-fn parse_mix(pairs: &[String]) -> Result<Vec<(String, f64)>, String> {
-    let mut mix = Vec::new();
-    for pair in pairs {
-        let (tag, share) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("--mix: {pair:?} is not TAG=SHARE"))?;
-        let share: f64 = share
-            .parse()
-            .ok()
-            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-            .ok_or_else(|| format!("--mix: share {share:?} of {tag} is not a number ≥ 0"))?;
-        if sentences::for_tag(tag).is_none() {
-            return Err(format!(
-                "--mix: the load generator has sentences for en, he and ja, not {tag:?}"
-            ));
-        }
-        mix.push((tag.to_owned(), share));
-    }
-    if mix.iter().map(|(_, s)| s).sum::<f64>() <= 0.0 {
-        return Err("--mix: the shares add up to 0".into());
-    }
-    Ok(mix)
 }
 
 /// The inference thread: batch what is queued, run once, record, answer.
@@ -478,18 +455,6 @@ fn http_loop(
     }
 }
 
-/// A small deterministic generator (xorshift64*) for the load mix.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Posts the mix to the server over HTTP, `rps` requests per second, until stopped.
 fn load_loop(
     addr: SocketAddr,
@@ -500,7 +465,7 @@ fn load_loop(
     stop: &AtomicBool,
 ) {
     let total: f64 = mix.iter().map(|(_, s)| s).sum();
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = moescope_core::rng::Rng::new(seed);
     let every = Duration::from_secs_f64(1.0 / rps.max(0.1));
     let start = Instant::now();
     let mut sent = 0u32;
@@ -544,60 +509,6 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
-}
-
-/// One screen of the terminal view.
-fn view(publisher: &PublisherThread, args: &DemoArgs, t: f64, requests: u64) {
-    let Some(round) = publisher.latest() else {
-        return;
-    };
-    let snap = &round.snapshot;
-    let model = snap.model.name.as_str();
-    let seconds = snap.window.map_or(1.0, |w| {
-        (w.end_unix_ms.saturating_sub(w.start_unix_ms)).max(1) as f64 / 1000.0
-    });
-    let p = &round.publication;
-    let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
-    let mut out = String::new();
-    if std::io::stdout().is_terminal() {
-        out.push_str("\x1b[2J\x1b[H");
-    }
-    out.push_str(&format!(
-        "moescope demo  t={t:.0}s  requests={requests}  window={seconds:.0}s  model={model} (real routing, tract)\n\n"
-    ));
-    out.push_str(&format!(
-        "{:<6} {:>9} {:>11} {:>11} {:>12} {:>12} {:>11} {:>9}\n",
-        "lang", "tokens/s", "tok/char", "tok/word", "middle H", "deep H", "score", "COLLAPSE"
-    ));
-    let mut rows: BTreeMap<&str, f64> = BTreeMap::new();
-    for (tag, lang) in &snap.languages {
-        rows.insert(tag, lang.tokens);
-    }
-    for (tag, tokens) in rows {
-        let flag = match p.value(Metric::DeepCollapse, &[model, tag, &args.reference]) {
-            Some(v) if v >= 1.0 => "YES",
-            Some(_) => "no",
-            None => "-",
-        };
-        out.push_str(&format!(
-            "{:<6} {:>9.1} {:>11} {:>11} {:>12} {:>12} {:>11} {:>9}\n",
-            tag,
-            tokens / seconds,
-            fmt(p.value(Metric::TokensPerChar, &[model, tag])),
-            fmt(p.value(Metric::TokensPerWord, &[model, tag])),
-            fmt(p.value(Metric::MiddleUsageEntropyBits, &[model, tag])),
-            fmt(p.value(Metric::DeepUsageEntropyBits, &[model, tag])),
-            fmt(p.value(
-                Metric::DeepCollapseScoreBits,
-                &[model, tag, &args.reference]
-            )),
-            flag
-        ));
-    }
-    out.push('\n');
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
 }
 
 #[cfg(test)]
