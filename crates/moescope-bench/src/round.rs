@@ -51,7 +51,7 @@ impl RoundWorkload {
 /// Milliseconds per round of one path.
 #[derive(Clone, Debug, Serialize)]
 pub struct RoundResult {
-    /// `live round`, `of which window snapshot` or `full-analysis round`.
+    /// `live round`, `full-analysis round`, or the live round's parts.
     pub path: &'static str,
     /// Rounds timed.
     pub rounds: usize,
@@ -179,20 +179,13 @@ impl RoundBench {
         (took, round.publication.samples.len())
     }
 
-    /// The window snapshot a live round starts with, alone (the recorder's share of the
-    /// round: merging the window's buckets), with the newest bucket as the only new one.
-    pub fn window_snapshot(&mut self) -> Duration {
-        let after = self.clock_ms().saturating_sub(2 * BUCKET_MS);
+    /// The recorder's upkeep alone: folding the writers' stripes into the window and
+    /// rotating the closed bucket out (the first thing a round's snapshot does; timed apart
+    /// so that the round's figures split into the recorder's share and the publisher's).
+    pub fn upkeep(&mut self) -> Duration {
         let started = Instant::now();
-        let snapshot = self.recorder.snapshot_with_buckets_after(after);
-        let took = started.elapsed();
-        std::hint::black_box(snapshot);
-        took
-    }
-
-    fn clock_ms(&self) -> u64 {
-        use moescope_core::Clock;
-        self.clock.now_unix_ms()
+        self.recorder.upkeep();
+        started.elapsed()
     }
 
     /// One round as before the live analysis: see the module docs. Returns its duration.
@@ -271,23 +264,26 @@ fn summarize(
 
 /// Times `live_rounds` live rounds and `full_rounds` full-analysis rounds, interleaved on the
 /// same window (one bucket closes before each live round), and returns both, live first, then
-/// the window snapshot alone (the recorder's part of a live round), timed after each live
-/// round.
+/// the live round's two parts: the recorder's upkeep (fold and rotate) and the publisher's
+/// round (snapshot, statistics, samples).
 pub fn measure_rounds(
     workload: RoundWorkload,
     live_rounds: usize,
     full_rounds: usize,
 ) -> Vec<RoundResult> {
     let mut bench = RoundBench::new(workload);
-    let (mut live, mut full, mut snap) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut live, mut full, mut upkeep, mut publisher) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut samples = 0;
     for i in 0..live_rounds.max(full_rounds) {
         bench.advance();
         if i < live_rounds {
+            let u = bench.upkeep();
             let (d, n) = bench.live_round();
-            live.push(ms(d));
+            live.push(ms(u + d));
+            upkeep.push(ms(u));
+            publisher.push(ms(d));
             samples = n;
-            snap.push(ms(bench.window_snapshot()));
         }
         if i < full_rounds {
             full.push(ms(bench.full_analysis_round()));
@@ -297,7 +293,8 @@ pub fn measure_rounds(
     vec![
         summarize("live round", live, Some(samples), Some(bytes)),
         summarize("full-analysis round", full, None, None),
-        summarize("of which window snapshot", snap, None, None),
+        summarize("of which recorder upkeep", upkeep, None, None),
+        summarize("of which publisher", publisher, None, None),
     ]
 }
 
@@ -314,7 +311,7 @@ mod tests {
             probabilities: true,
         };
         let r = measure_rounds(w, 2, 1);
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 4);
         assert_eq!((r[0].rounds, r[1].rounds), (2, 1));
         assert!(r[0].median_ms > 0.0 && r[1].median_ms > 0.0);
         // 3 languages × 48 layers of usage entropy at least.

@@ -259,10 +259,31 @@ pub fn lsi_layer_averaged(
     reference: &LanguageCounts,
     basis: LsiBasis,
 ) -> Option<Vec<f64>> {
-    let per_layer: Vec<Vec<f64>> = lsi_per_layer(lang, reference, basis)
-        .into_iter()
-        .flatten()
-        .collect();
+    average_layers(lsi_per_layer(lang, reference, basis))
+}
+
+/// The LSI inputs of one language on `basis`, per layer in depth order (what
+/// [`lsi_per_layer`] compares): mean router probabilities or usage shares.
+pub(crate) fn lsi_inputs(lc: &LanguageCounts, basis: LsiBasis) -> Vec<Option<Vec<f64>>> {
+    lc.layers.iter().map(|l| lsi_input(l, basis)).collect()
+}
+
+/// [`lsi_layer_averaged`] from both languages' [`lsi_inputs`] (a caller comparing many
+/// languages with one reference computes the reference's once).
+pub(crate) fn lsi_layer_averaged_from(
+    lang: &[Option<Vec<f64>>],
+    reference: &[Option<Vec<f64>>],
+) -> Option<Vec<f64>> {
+    average_layers(
+        lang.iter()
+            .zip(reference)
+            .map(|(a, b)| lsi(a.as_deref()?, b.as_deref()?))
+            .collect(),
+    )
+}
+
+fn average_layers(per_layer: Vec<Option<Vec<f64>>>) -> Option<Vec<f64>> {
+    let per_layer: Vec<Vec<f64>> = per_layer.into_iter().flatten().collect();
     let first = per_layer.first()?;
     let e = first.len();
     let mut avg = vec![0.0; e];

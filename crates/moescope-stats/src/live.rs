@@ -23,8 +23,8 @@ use serde::Serialize;
 
 use crate::analysis::{
     check_snapshot, collapse_evidence_with_bucket_scores, depth_means, layer_entropies,
-    layer_metrics, lsi_basis, lsi_layer_averaged, pair_metrics, tokenization, AnalysisConfig,
-    AnalysisError, CollapseRow, DepthMeansRow, LayerRow, LsiRow, PairRow, SplitHalfRow,
+    layer_metrics, lsi_inputs, lsi_layer_averaged_from, pair_metrics, tokenization, AnalysisConfig,
+    AnalysisError, CollapseRow, DepthMeansRow, LayerRow, LsiBasis, LsiRow, PairRow, SplitHalfRow,
     TokenizationRow,
 };
 use crate::collapse::{deep_layers, middle_layers, CollapseConfig};
@@ -294,9 +294,28 @@ pub fn live_analysis(
     }
 
     if let Some((r, rc)) = reference {
+        // The reference's LSI inputs once per basis, not once per language.
+        let ref_prob = lsi_inputs(rc, LsiBasis::Probability);
+        let ref_usage = lsi_inputs(rc, LsiBasis::Usage);
+        let has_all = |v: &[Option<Vec<f64>>]| !v.is_empty() && v.iter().all(Option::is_some);
+        let ref_has_prob = has_all(&ref_prob);
         for (name, lc) in langs.iter().filter(|(n, _)| n.as_str() != r) {
-            let basis = lsi_basis(lc, rc);
-            let avg = lsi_layer_averaged(lc, rc, basis);
+            // As `lsi_basis`: probabilities when both languages have them in every layer.
+            let prob = if ref_has_prob {
+                Some(lsi_inputs(lc, LsiBasis::Probability)).filter(|p| has_all(p))
+            } else {
+                None
+            };
+            let (basis, avg) = match prob {
+                Some(p) => (
+                    LsiBasis::Probability,
+                    lsi_layer_averaged_from(&p, &ref_prob),
+                ),
+                None => (
+                    LsiBasis::Usage,
+                    lsi_layer_averaged_from(&lsi_inputs(lc, LsiBasis::Usage), &ref_usage),
+                ),
+            };
             out.lsi.push(LsiRow::new(
                 name,
                 r,

@@ -25,11 +25,14 @@ fn language(rng: &mut Rng, layers: usize, experts: usize, skew: u64) -> Language
             .map(|e| (rng.next() % 50 + if (e as u64) < skew { 200 } else { 0 }) as f64)
             .collect();
         let tokens = n.iter().sum::<f64>() / 2.0;
+        // Router probabilities for every language but `ja` (whose LSI falls back to usage).
+        let probs = skew != 2;
+        let prob_sum = probs.then(|| n.iter().map(|x| (x + 1.0) / 10.0).collect());
         LayerCounts {
             tokens,
             expert_tokens: n,
-            prob_sum: None,
-            prob_tokens: 0.0,
+            prob_sum,
+            prob_tokens: if probs { tokens } else { 0.0 },
             selection_entropy_sum_bits: None,
             topk_weight_sum: None,
         }
@@ -112,8 +115,12 @@ fn live_figures_equal_the_offline_ones() {
     }
     // LSI counts (the offline row also carries the per-expert values).
     assert_eq!(live.lsi.len(), 3);
+    let basis = |lang: &str| live.lsi.iter().find(|r| r.lang == lang).unwrap().basis;
+    assert_eq!(basis("he"), LsiBasis::Probability);
+    assert_eq!(basis("ja"), LsiBasis::Usage);
     for row in &live.lsi {
         let off = a.lsi.iter().find(|r| r.lang == row.lang).unwrap();
+        assert_eq!(row.basis, off.basis);
         assert_eq!(
             (row.lang_specific, row.reference_specific, row.shared),
             (off.lang_specific, off.reference_specific, off.shared)
