@@ -16,7 +16,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 
-use moescope_publish::Summary;
+use moescope_publish::{ConfigError, Summary};
 
 use crate::sink::{render_summaries, MetricsSink};
 
@@ -63,15 +63,25 @@ pub struct PrometheusRender {
 impl PrometheusRender {
     /// A render path whose series are dropped when not updated for `idle_timeout` (publishers
     /// update every live series each round; use a few publication intervals).
-    pub fn new(idle_timeout: Duration) -> PrometheusRender {
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `idle_timeout` when it is zero (every series would vanish at
+    /// once).
+    pub fn new(idle_timeout: Duration) -> Result<PrometheusRender, ConfigError> {
+        if idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "idle_timeout",
+                "must be longer than zero (use a few publication intervals)",
+            ));
+        }
         let recorder = PrometheusBuilder::new()
             .idle_timeout(MetricKindMask::ALL, Some(idle_timeout))
             .build_recorder();
-        PrometheusRender {
+        Ok(PrometheusRender {
             handle: recorder.handle(),
             recorder: Arc::new(recorder),
             summaries: Arc::default(),
-        }
+        })
     }
 
     /// A sink that publishes into this render path.
@@ -117,8 +127,9 @@ impl PrometheusEndpoint {
     /// update every live series each round; use a few publication intervals).
     ///
     /// # Errors
-    /// [`EndpointError`] if the address does not resolve, the port is taken, or the thread
-    /// cannot start. Nothing panics; the serving process keeps running.
+    /// [`EndpointError::Config`] for a zero `idle_timeout`; another [`EndpointError`] if the
+    /// address does not resolve, the port is taken, or the thread cannot start. Nothing
+    /// panics; the serving process keeps running.
     pub fn start(addr: &str, idle_timeout: Duration) -> Result<PrometheusEndpoint, EndpointError> {
         let resolved: Vec<SocketAddr> = addr
             .to_socket_addrs()
@@ -137,7 +148,7 @@ impl PrometheusEndpoint {
                 addr: addr.to_owned(),
                 source,
             })?;
-        let render = PrometheusRender::new(idle_timeout);
+        let render = PrometheusRender::new(idle_timeout).map_err(EndpointError::Config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (render, stop) = (render.clone(), stop.clone());

@@ -15,7 +15,7 @@
 //! let en = recorder.language("en");
 //! recorder.record(&RouterBatch::at_depth(1, &[0u32, 1, 2, 3], Languages::All(en)))?;
 //!
-//! let render = PrometheusRender::new(std::time::Duration::from_secs(15));
+//! let render = PrometheusRender::new(std::time::Duration::from_secs(15))?;
 //! let mut sink = render.sink();
 //! let mut publisher = Publisher::new(recorder, PublisherConfig::default())?;
 //! sink.publish(&publisher.collect().publication);

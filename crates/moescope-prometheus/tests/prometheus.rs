@@ -236,6 +236,75 @@ fn a_taken_port_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn settings_out_of_range_are_refused_naming_the_field() {
+    let rec = Arc::new(Recorder::new(spec()).unwrap());
+    // An LSI threshold of 1 would make every round's statistics fail: refused up front.
+    let config = PublisherConfig {
+        lsi_threshold: 1.0,
+        ..PublisherConfig::default()
+    };
+    let err = serve_prometheus(rec.clone(), "127.0.0.1:0", config)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("lsi_threshold"), "{err}");
+    let err = Publisher::new(
+        rec.clone(),
+        PublisherConfig {
+            pair_languages: 1_000,
+            ..PublisherConfig::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(err.field, "pair_languages");
+    let err = Publisher::new(
+        rec.clone(),
+        PublisherConfig {
+            interval: Duration::ZERO,
+            ..PublisherConfig::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(err.field, "interval");
+    let err = PrometheusEndpoint::start("127.0.0.1:0", Duration::ZERO)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("idle_timeout"), "{err}");
+    assert_eq!(
+        moescope_prometheus::PrometheusRender::new(Duration::ZERO)
+            .err()
+            .map(|e| e.field),
+        Some("idle_timeout")
+    );
+}
+
+#[test]
+fn the_monitor_publishes_its_error_count_and_round_memory_every_round() {
+    // A recorder's snapshots always pass the statistics' checks, so the error counter stays
+    // at 0 here; its series is published every round, so an alert on it has data.
+    let rec = Arc::new(Recorder::new(spec()).unwrap());
+    record_traffic(&rec, 8);
+    let mut publisher = Publisher::new(rec, PublisherConfig::default()).unwrap();
+    let round = publisher.collect();
+    assert!(round.error.is_none() && round.analysis.is_some());
+    assert_eq!(publisher.analysis_errors(), 0);
+    assert_eq!(
+        round
+            .publication
+            .value(Metric::MonitorAnalysisErrorsTotal, &["toy-moe"]),
+        Some(0.0)
+    );
+    assert!(
+        round
+            .publication
+            .value(Metric::MonitorRoundBytes, &["toy-moe"])
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
 fn collapse_flag_rises_and_clears_with_hysteresis() {
     let clock = ManualClock::new(1_700_000_000_000);
     let rec = Arc::new(

@@ -641,3 +641,52 @@ pub fn spawn(
         _thread: thread,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moescope_core::{Languages, ModelSpec, RouterBatch};
+
+    #[test]
+    fn a_failing_round_is_counted_and_kept_not_swallowed() {
+        let recorder =
+            Arc::new(Recorder::new(ModelSpec::new("tiny", 4, 1, vec![0, 1]).unwrap()).unwrap());
+        let en = recorder.language("en");
+        for depth in 0..2 {
+            recorder
+                .record(&RouterBatch::at_depth(
+                    depth,
+                    &[0u32, 1, 2, 3],
+                    Languages::All(en),
+                ))
+                .unwrap();
+        }
+        let mut publisher = Publisher::new(recorder, PublisherConfig::default()).unwrap();
+        // A setting that `Publisher::new` would refuse, slipped in after it: every round's
+        // statistics fail from now on.
+        publisher.live.lsi_threshold = 1.0;
+        for expected in 1..=2u64 {
+            let round = publisher.collect();
+            assert!(round.analysis.is_none());
+            assert!(matches!(
+                round.error,
+                Some(AnalysisError::InvalidConfig {
+                    field: "lsi_threshold",
+                    ..
+                })
+            ));
+            assert_eq!(publisher.analysis_errors(), expected);
+            let p = &round.publication;
+            assert_eq!(
+                p.value(Metric::MonitorAnalysisErrorsTotal, &["tiny"]),
+                Some(expected as f64)
+            );
+            // The figures that do not need the statistics are still published.
+            assert_eq!(p.value(Metric::WindowTokens, &["tiny", "en"]), Some(4.0));
+            assert_eq!(
+                p.value(Metric::UsageEntropyBits, &["tiny", "0", "en"]),
+                None
+            );
+        }
+    }
+}

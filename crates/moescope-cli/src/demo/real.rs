@@ -60,7 +60,7 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
     let spec = model.spec().clone();
     let recorder = common.recorder(&spec)?;
     let interval = common.interval();
-    let handle = PrometheusRender::new(interval * 3);
+    let handle = PrometheusRender::new(interval * 3).map_err(|e| e.to_string())?;
     let publisher =
         Publisher::new(recorder.clone(), common.publisher_config()).map_err(|e| e.to_string())?;
     let publisher = moescope_publish::spawn(publisher, vec![Box::new(handle.sink())])
