@@ -227,7 +227,6 @@ fn https_and_garbage_endpoints_are_refused_up_front() {
     assert!(otlp_meter_provider("collector:4318", Duration::from_secs(5)).is_err());
     // A zero interval is refused where it is given, naming it.
     let err = otlp_meter_provider("http://collector:4318", Duration::ZERO)
-        .err()
-        .expect("zero interval refused");
+        .expect_err("zero interval refused");
     assert!(err.to_string().contains("interval"), "{err}");
 }
