@@ -27,7 +27,7 @@
 //!
 //! The pieces live in their own crates, re-exported here: `moescope-core` (model spec,
 //! languages, recorder, window, snapshot), `moescope-stats` (the metrics, pure functions),
-//! and behind features `export` (`prometheus`, default), `otel`, `sim` and `tract` (run an
+//! and behind features `publish` (the publisher), `prometheus` (default), `otel`, `sim` and `tract` (run an
 //! ONNX MoE on the CPU and record its routers). docs/METRICS.md defines every metric and its
 //! Prometheus name.
 
@@ -49,9 +49,15 @@ pub mod prelude {
 
 pub use moescope_stats as stats;
 
-/// Publishing to Prometheus and other sinks (feature `prometheus`, on by default).
+/// The metric catalogue, the publisher and the `Sink` trait (feature `publish`, implied by
+/// `prometheus` and `otel`).
+#[cfg(feature = "publish")]
+pub use moescope_publish as publish;
+
+/// The Prometheus sink, render path and `/metrics` endpoint (feature `prometheus`, on by
+/// default).
 #[cfg(feature = "prometheus")]
-pub use moescope_export as export;
+pub use moescope_prometheus as prometheus;
 
 /// OpenTelemetry instruments (feature `otel`; OTLP/HTTP export with `otlp`).
 #[cfg(feature = "otel")]

@@ -25,7 +25,8 @@ macro_rules! say {
 }
 
 use moescope_core::{ModelSpec, Recorder, WindowConfig};
-use moescope_export::{PublisherConfig, DEFAULT_LISTEN};
+use moescope_prometheus::DEFAULT_LISTEN;
+use moescope_publish::{LanguageSelection, LayerDetail, PublisherConfig};
 
 pub mod mix;
 pub mod real;
@@ -76,6 +77,10 @@ pub struct CommonArgs {
     /// Publish the opt-in per-expert selection counters.
     #[arg(long)]
     pub expert_selections: bool,
+    /// Publish every per-layer metric (layer detail) for these languages (`all`, or tags
+    /// separated by commas); by default only the usage entropy is published per layer.
+    #[arg(long, value_name = "LANGS")]
+    pub layer_detail: Option<String>,
     /// No terminal view (for running under a test or a service manager).
     #[arg(long)]
     pub quiet: bool,
@@ -173,8 +178,22 @@ impl CommonArgs {
         PublisherConfig {
             reference: self.reference.clone(),
             expert_selections: self.expert_selections,
+            layer_detail: self.layer_detail(),
             interval: self.interval(),
             ..PublisherConfig::default()
+        }
+    }
+
+    /// The layer detail `--layer-detail` asks for.
+    pub fn layer_detail(&self) -> LayerDetail {
+        let languages = match self.layer_detail.as_deref() {
+            None => LanguageSelection::None,
+            Some("all") => LanguageSelection::All,
+            Some(tags) => LanguageSelection::Only(tags.split(',').map(str::to_owned).collect()),
+        };
+        LayerDetail {
+            languages,
+            ..LayerDetail::default()
         }
     }
 

@@ -25,11 +25,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use metrics_util::MetricKindMask;
-use moescope_core::ModelSpec;
-use moescope_core::{LangId, Languages, Recorder};
-use moescope_export::{MetricsSink, Publisher};
+use moescope_core::{LangId, Languages, ModelSpec, Recorder};
+use moescope_prometheus::PrometheusRender;
+use moescope_publish::Publisher;
 use moescope_tract::{
     byte_tokens, FailureLog, InputLayout, LoadOptions, MoeModel, RouterSelector, TokenBatch,
 };
@@ -71,18 +69,11 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
     let spec = model.spec().clone();
     let recorder = common.recorder(&spec)?;
     let interval = common.interval();
-    let prometheus = Arc::new(
-        PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::ALL, Some(interval * 3))
-            .build_recorder(),
-    );
-    let handle = prometheus.handle();
-    let publisher = Publisher::new(recorder.clone(), common.publisher_config());
-    let publisher = moescope_export::spawn(
-        publisher,
-        vec![Box::new(MetricsSink::to_recorder(prometheus))],
-    )
-    .map_err(|e| format!("cannot start the publisher: {e}"))?;
+    let handle = PrometheusRender::new(interval * 3).map_err(|e| e.to_string())?;
+    let publisher =
+        Publisher::new(recorder.clone(), common.publisher_config()).map_err(|e| e.to_string())?;
+    let publisher = moescope_publish::spawn(publisher, vec![Box::new(handle.sink())])
+        .map_err(|e| format!("cannot start the publisher: {e}"))?;
 
     let server = Arc::new(
         tiny_http::Server::http(common.listen.as_str())
@@ -429,7 +420,7 @@ fn http_loop(
     detector: &whatlang::Detector,
     recorder: &Recorder,
     jobs: &Sender<Job>,
-    metrics: &PrometheusHandle,
+    metrics: &PrometheusRender,
     stop: &AtomicBool,
     requests: &AtomicU64,
 ) {
@@ -440,11 +431,10 @@ fn http_loop(
         let path = request.url().split('?').next().unwrap_or("").to_owned();
         match (request.method(), path.as_str()) {
             (tiny_http::Method::Get, "/metrics") => {
-                metrics.run_upkeep();
                 respond(
                     request,
                     200,
-                    "text/plain; version=0.0.4; charset=utf-8",
+                    PrometheusRender::CONTENT_TYPE,
                     metrics.render(),
                 );
             }

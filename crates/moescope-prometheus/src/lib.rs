@@ -1,44 +1,40 @@
-//! moescope-export: publishes the routing-health statistics of a [`Recorder`] every few
-//! seconds — to Prometheus (through the `metrics` facade, with a `/metrics` endpoint in one
-//! call) and to any other [`Sink`].
+//! moescope-prometheus: moescope's statistics in the Prometheus exposition format.
 //!
-//! A [`Publisher`] turns the recorder's rolling window into a [`Publication`]: the metrics of
-//! [`CATALOGUE`] (names, units and help texts defined once; docs/METRICS.md lists them) with
-//! their label values, the collapse flag through per-language detectors with hysteresis, the
-//! totals, drop counters and the monitor's own overhead. [`spawn`] runs it in a thread.
+//! [`MetricsSink`] publishes each [`Publication`](moescope_publish::Publication) through the
+//! `metrics` facade; [`PrometheusRender`] renders it without a socket (for a server with its
+//! own HTTP stack); [`PrometheusEndpoint`] serves that at `/metrics`; [`serve_prometheus`]
+//! starts the endpoint and the publisher thread in one call.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use moescope_core::{Languages, ModelSpec, Recorder, RouterBatch};
-//! use moescope_export::{Publisher, PublisherConfig};
+//! use moescope_prometheus::PrometheusRender;
+//! use moescope_publish::{Publisher, PublisherConfig, Sink};
 //!
 //! let recorder = Arc::new(Recorder::new(ModelSpec::new("tiny", 4, 1, vec![0, 1])?)?);
 //! let en = recorder.language("en");
 //! recorder.record(&RouterBatch::at_depth(1, &[0u32, 1, 2, 3], Languages::All(en)))?;
 //!
-//! let mut publisher = Publisher::new(recorder.clone(), PublisherConfig::default());
-//! let round = publisher.collect();
-//! // Four tokens spread over four experts: 2 bits of usage entropy in layer 1.
-//! let h = round.publication.value("moe_routing_usage_entropy_bits", &["tiny", "1", "en"]);
-//! assert_eq!(h, Some(2.0));
+//! let render = PrometheusRender::new(std::time::Duration::from_secs(15))?;
+//! let mut sink = render.sink();
+//! let mut publisher = Publisher::new(recorder, PublisherConfig::default())?;
+//! sink.publish(&publisher.collect().publication);
+//! let text = render.render();
+//! assert!(text.contains(r#"moe_routing_usage_entropy_bits{model="tiny",layer="1",lang="en"} 2"#));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-//!
-//! For Prometheus in one call, see [`serve_prometheus`].
-//!
-//! [`Recorder`]: moescope_core::Recorder
+
+#![warn(missing_docs)]
 
 pub mod endpoint;
-pub mod publication;
-pub mod publisher;
 pub mod sink;
 
 use std::sync::Arc;
 
-pub use endpoint::{spawn, EndpointError, PrometheusEndpoint, PublisherThread, DEFAULT_LISTEN};
-pub use publication::{Descriptor, Kind, Publication, Sample, CATALOGUE};
-pub use publisher::{Publisher, PublisherConfig, Round};
-pub use sink::{MetricsSink, Sink};
+pub use endpoint::{EndpointError, PrometheusEndpoint, PrometheusRender, DEFAULT_LISTEN};
+pub use sink::MetricsSink;
+
+use moescope_publish::{spawn, Publisher, PublisherConfig, PublisherThread};
 
 /// A running Prometheus export: the endpoint and the publisher thread feeding it.
 pub struct PrometheusExport {
@@ -52,6 +48,7 @@ pub struct PrometheusExport {
 /// `config.interval` (series of languages that go quiet disappear after three intervals).
 ///
 /// # Errors
+/// [`EndpointError::Config`] for a setting out of range (naming it), another
 /// [`EndpointError`] if the address cannot be bound (the port is taken, say); the serving
 /// process keeps running and nothing panics.
 pub fn serve_prometheus(
@@ -60,8 +57,8 @@ pub fn serve_prometheus(
     config: PublisherConfig,
 ) -> Result<PrometheusExport, EndpointError> {
     let idle = config.interval * 3;
+    let publisher = Publisher::new(recorder, config).map_err(EndpointError::Config)?;
     let endpoint = PrometheusEndpoint::start(addr, idle)?;
-    let publisher = Publisher::new(recorder, config);
     let thread =
         spawn(publisher, vec![Box::new(endpoint.sink())]).map_err(EndpointError::Thread)?;
     Ok(PrometheusExport {

@@ -1,16 +1,11 @@
-//! Sinks turn a [`Publication`] into some monitoring system's instruments.
+//! The `metrics` facade sink: a [`Publication`] as `metrics` gauges and counters.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::Label;
 
-use crate::publication::{Kind, Publication, CATALOGUE};
-
-/// Receives every round of a publisher.
-pub trait Sink: Send {
-    /// Shows `publication` (replacing the previous round).
-    fn publish(&mut self, publication: &Publication);
-}
+use moescope_publish::{Kind, Publication, Sink, Summary, CATALOGUE};
 
 /// Publishes through the `metrics` facade: into the process's installed recorder (whatever
 /// the serving binary installed), or into a given one (the [`PrometheusEndpoint`]'s).
@@ -20,9 +15,15 @@ pub trait Sink: Send {
 /// is no longer updated, and recorders with an idle timeout (the endpoint sets one to a few
 /// intervals) drop it; with another recorder, configure its idle timeout likewise.
 ///
+/// Summaries ([`Kind::Summary`]: the record time) have no `metrics` facade equivalent: the
+/// sinks of a [`PrometheusRender`] hand them to its render path, which writes them as real
+/// Prometheus summaries; other sinks leave them out.
+///
 /// [`PrometheusEndpoint`]: crate::PrometheusEndpoint
+/// [`PrometheusRender`]: crate::PrometheusRender
 pub struct MetricsSink {
     target: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+    summaries: Option<Arc<Mutex<Vec<Summary>>>>,
     described: bool,
 }
 
@@ -31,6 +32,7 @@ impl MetricsSink {
     pub fn global() -> MetricsSink {
         MetricsSink {
             target: None,
+            summaries: None,
             described: false,
         }
     }
@@ -39,6 +41,19 @@ impl MetricsSink {
     pub fn to_recorder(recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> MetricsSink {
         MetricsSink {
             target: Some(recorder),
+            summaries: None,
+            described: false,
+        }
+    }
+
+    /// Publishes into `recorder`, and each round's summaries into `summaries`.
+    pub(crate) fn with_summaries(
+        recorder: Arc<dyn metrics::Recorder + Send + Sync>,
+        summaries: Arc<Mutex<Vec<Summary>>>,
+    ) -> MetricsSink {
+        MetricsSink {
+            target: Some(recorder),
+            summaries: Some(summaries),
             described: false,
         }
     }
@@ -49,14 +64,13 @@ impl MetricsSink {
                 match d.kind {
                     Kind::Gauge => metrics::describe_gauge!(d.name, d.help),
                     Kind::Counter => metrics::describe_counter!(d.name, d.help),
+                    Kind::Summary => {}
                 }
             }
             self.described = true;
         }
         for s in &publication.samples {
-            let Some(d) = CATALOGUE.get(s.metric) else {
-                continue;
-            };
+            let d = s.metric.descriptor();
             let labels: Vec<Label> = d
                 .labels
                 .iter()
@@ -68,6 +82,7 @@ impl MetricsSink {
                 Kind::Counter => {
                     metrics::counter!(d.name, labels).absolute(s.value.max(0.0).round() as u64)
                 }
+                Kind::Summary => {}
             }
         }
     }
@@ -75,6 +90,9 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn publish(&mut self, publication: &Publication) {
+        if let Some(store) = &self.summaries {
+            *store.lock().unwrap_or_else(PoisonError::into_inner) = publication.summaries.clone();
+        }
         match self.target.clone() {
             Some(recorder) => metrics::with_local_recorder(&*recorder, || self.emit(publication)),
             None => self.emit(publication),
@@ -82,11 +100,50 @@ impl Sink for MetricsSink {
     }
 }
 
+/// Escapes a label value for the text exposition format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Appends `summaries` to `out` in the text exposition format (HELP and TYPE once per metric).
+pub(crate) fn render_summaries(summaries: &[Summary], out: &mut String) {
+    let mut described = Vec::new();
+    for s in summaries {
+        let d = s.metric.descriptor();
+        if d.kind != Kind::Summary || s.labels.len() != d.labels.len() {
+            continue;
+        }
+        if !described.contains(&d.name) {
+            described.push(d.name);
+            let _ = writeln!(out, "# HELP {} {}", d.name, d.help);
+            let _ = writeln!(out, "# TYPE {} summary", d.name);
+        }
+        let labels: Vec<String> = d
+            .labels
+            .iter()
+            .zip(&s.labels)
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let labels = labels.join(",");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (q, v) in &s.quantiles {
+            if v.is_finite() {
+                let _ = writeln!(out, "{}{{{labels}{sep}quantile=\"{q}\"}} {v}", d.name);
+            }
+        }
+        let sum = if s.sum.is_finite() { s.sum } else { 0.0 };
+        let _ = writeln!(out, "{}_sum{{{labels}}} {sum}", d.name);
+        let _ = writeln!(out, "{}_count{{{labels}}} {}", d.name, s.count);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::publication::{Sample, DEEP_COLLAPSE, TOKENS_TOTAL};
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use moescope_publish::{Metric, Sample};
 
     #[test]
     fn gauges_and_counters_reach_the_recorder_with_their_labels() {
@@ -96,16 +153,17 @@ mod tests {
         sink.publish(&Publication {
             samples: vec![
                 Sample {
-                    metric: DEEP_COLLAPSE,
+                    metric: Metric::DeepCollapse,
                     labels: vec!["m".into(), "he".into(), "en".into()],
                     value: 1.0,
                 },
                 Sample {
-                    metric: TOKENS_TOTAL,
+                    metric: Metric::TokensTotal,
                     labels: vec!["m".into(), "he".into()],
                     value: 41.6,
                 },
             ],
+            summaries: Vec::new(),
         });
         let mut seen = 0;
         for (key, _unit, help, value) in snapshotter.snapshot().into_vec() {
@@ -130,5 +188,32 @@ mod tests {
             }
         }
         assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn summaries_render_as_prometheus_summaries() {
+        let mut out = String::new();
+        render_summaries(
+            &[Summary {
+                metric: Metric::MonitorRecordSeconds,
+                labels: vec!["q\"wen\\3".into()],
+                quantiles: vec![(0.5, 1e-7), (1.0, f64::NAN)],
+                count: 12,
+                sum: 2.5e-6,
+            }],
+            &mut out,
+        );
+        let name = "moe_routing_monitor_record_seconds";
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with(&format!("# HELP {name} ")));
+        assert_eq!(lines[1], format!("# TYPE {name} summary"));
+        assert_eq!(
+            lines[2..],
+            [
+                format!("{name}{{model=\"q\\\"wen\\\\3\",quantile=\"0.5\"}} 0.0000001"),
+                format!("{name}_sum{{model=\"q\\\"wen\\\\3\"}} 0.0000025"),
+                format!("{name}_count{{model=\"q\\\"wen\\\\3\"}} 12"),
+            ]
+        );
     }
 }

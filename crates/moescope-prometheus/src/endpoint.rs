@@ -1,8 +1,10 @@
-//! A Prometheus `/metrics` endpoint in one call, and the publisher thread.
+//! The Prometheus exposition: one socket-free render path ([`PrometheusRender`]) and a
+//! `/metrics` endpoint serving it ([`PrometheusEndpoint`]).
 //!
-//! The endpoint keeps its own `metrics-exporter-prometheus` recorder (so a serving binary that
-//! installed another `metrics` recorder keeps it) and serves its rendering over plain HTTP/1.1
-//! from one small thread, without an async runtime. It binds `127.0.0.1` unless told otherwise.
+//! The render path keeps its own `metrics-exporter-prometheus` recorder (so a serving binary
+//! that installed another `metrics` recorder keeps it). The endpoint serves its rendering over
+//! plain HTTP/1.1 from one small thread, without an async runtime; it binds `127.0.0.1`
+//! unless told otherwise. A server with its own HTTP stack uses [`PrometheusRender`] alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -14,8 +16,9 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 
-use crate::publisher::{Publisher, Round};
-use crate::sink::{MetricsSink, Sink};
+use moescope_publish::{ConfigError, Summary};
+
+use crate::sink::{render_summaries, MetricsSink};
 
 /// The default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -42,13 +45,78 @@ pub enum EndpointError {
     /// The server thread could not be spawned.
     #[error("cannot start the endpoint thread: {0}")]
     Thread(std::io::Error),
+    /// The publisher's configuration is out of range.
+    #[error("{0}")]
+    Config(moescope_publish::ConfigError),
+}
+
+/// The Prometheus exposition of what its sinks published, without a socket: a private
+/// `metrics-exporter-prometheus` recorder, sinks into it, and [`render`](Self::render). Cheap
+/// to clone (the clones share the recorder).
+#[derive(Clone)]
+pub struct PrometheusRender {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    summaries: Arc<Mutex<Vec<Summary>>>,
+}
+
+impl PrometheusRender {
+    /// A render path whose series are dropped when not updated for `idle_timeout` (publishers
+    /// update every live series each round; use a few publication intervals).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `idle_timeout` when it is zero (every series would vanish at
+    /// once).
+    pub fn new(idle_timeout: Duration) -> Result<PrometheusRender, ConfigError> {
+        if idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "idle_timeout",
+                "must be longer than zero (use a few publication intervals)",
+            ));
+        }
+        let recorder = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::ALL, Some(idle_timeout))
+            .build_recorder();
+        Ok(PrometheusRender {
+            handle: recorder.handle(),
+            recorder: Arc::new(recorder),
+            summaries: Arc::default(),
+        })
+    }
+
+    /// A sink that publishes into this render path.
+    pub fn sink(&self) -> MetricsSink {
+        MetricsSink::with_summaries(self.recorder.clone(), self.summaries.clone())
+    }
+
+    /// The exposition text (format 0.0.4) now, idle series dropped first; the summaries of
+    /// the last round published follow the gauges and counters.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        let mut text = self.handle.render();
+        let summaries = self
+            .summaries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        render_summaries(&summaries, &mut text);
+        text
+    }
+
+    /// The `Content-Type` of [`render`](Self::render)'s text.
+    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+impl std::fmt::Debug for PrometheusRender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusRender").finish_non_exhaustive()
+    }
 }
 
 /// A running `/metrics` endpoint. Dropping it stops the server thread.
 pub struct PrometheusEndpoint {
     addr: SocketAddr,
-    recorder: Arc<PrometheusRecorder>,
-    handle: PrometheusHandle,
+    render: PrometheusRender,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -59,8 +127,9 @@ impl PrometheusEndpoint {
     /// update every live series each round; use a few publication intervals).
     ///
     /// # Errors
-    /// [`EndpointError`] if the address does not resolve, the port is taken, or the thread
-    /// cannot start. Nothing panics; the serving process keeps running.
+    /// [`EndpointError::Config`] for a zero `idle_timeout`; another [`EndpointError`] if the
+    /// address does not resolve, the port is taken, or the thread cannot start. Nothing
+    /// panics; the serving process keeps running.
     pub fn start(addr: &str, idle_timeout: Duration) -> Result<PrometheusEndpoint, EndpointError> {
         let resolved: Vec<SocketAddr> = addr
             .to_socket_addrs()
@@ -79,22 +148,18 @@ impl PrometheusEndpoint {
                 addr: addr.to_owned(),
                 source,
             })?;
-        let recorder = PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::ALL, Some(idle_timeout))
-            .build_recorder();
-        let handle = recorder.handle();
+        let render = PrometheusRender::new(idle_timeout).map_err(EndpointError::Config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (handle, stop) = (handle.clone(), stop.clone());
+            let (render, stop) = (render.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("moescope-metrics-http".into())
-                .spawn(move || serve(listener, handle, stop))
+                .spawn(move || serve(listener, render, stop))
                 .map_err(EndpointError::Thread)?
         };
         Ok(PrometheusEndpoint {
             addr: local,
-            recorder: Arc::new(recorder),
-            handle,
+            render,
             stop,
             thread: Some(thread),
         })
@@ -105,14 +170,19 @@ impl PrometheusEndpoint {
         self.addr
     }
 
-    /// A sink that publishes into this endpoint's recorder.
+    /// A sink that publishes into this endpoint.
     pub fn sink(&self) -> MetricsSink {
-        MetricsSink::to_recorder(self.recorder.clone())
+        self.render.sink()
     }
 
     /// The exposition text `/metrics` serves now.
     pub fn render(&self) -> String {
-        self.handle.render()
+        self.render.render()
+    }
+
+    /// The render path the endpoint serves.
+    pub fn render_path(&self) -> &PrometheusRender {
+        &self.render
     }
 }
 
@@ -127,7 +197,7 @@ impl Drop for PrometheusEndpoint {
     }
 }
 
-fn serve(listener: TcpListener, handle: PrometheusHandle, stop: Arc<AtomicBool>) {
+fn serve(listener: TcpListener, render: PrometheusRender, stop: Arc<AtomicBool>) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -136,11 +206,11 @@ fn serve(listener: TcpListener, handle: PrometheusHandle, stop: Arc<AtomicBool>)
         // One scrape at a time; a stuck client cannot hold the thread for long.
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let _ = respond(stream, &handle);
+        let _ = respond(stream, &render);
     }
 }
 
-fn respond(stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+fn respond(stream: TcpStream, render: &PrometheusRender) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -156,14 +226,7 @@ fn respond(stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> 
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => {
-            handle.run_upkeep();
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                handle.render(),
-            )
-        }
+        ("GET", "/metrics") => ("200 OK", PrometheusRender::CONTENT_TYPE, render.render()),
         ("GET", "/") => (
             "200 OK",
             "text/plain; charset=utf-8",
@@ -184,66 +247,4 @@ fn respond(stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> 
     )?;
     stream.write_all(body.as_bytes())?;
     stream.flush()
-}
-
-/// The publisher running in its own thread, feeding its sinks every interval. Dropping it
-/// stops the thread (within one interval at most... in practice at once).
-pub struct PublisherThread {
-    latest: Arc<Mutex<Option<Arc<Round>>>>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl PublisherThread {
-    /// The last round published, if any.
-    pub fn latest(&self) -> Option<Arc<Round>> {
-        self.latest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Drop for PublisherThread {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Runs `publisher` every [`Publisher::interval`] (first round at once), handing each round to
-/// every sink.
-///
-/// # Errors
-/// The OS error if the thread cannot be spawned.
-pub fn spawn(
-    mut publisher: Publisher,
-    mut sinks: Vec<Box<dyn Sink>>,
-) -> std::io::Result<PublisherThread> {
-    let latest = Arc::new(Mutex::new(None));
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let interval = publisher.interval();
-    let thread = {
-        let latest = latest.clone();
-        std::thread::Builder::new()
-            .name("moescope-publisher".into())
-            .spawn(move || loop {
-                let round = Arc::new(publisher.collect());
-                for sink in &mut sinks {
-                    sink.publish(&round.publication);
-                }
-                *latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(round);
-                match stopped.recv_timeout(interval) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                    _ => return,
-                }
-            })?
-    };
-    Ok(PublisherThread {
-        latest,
-        stop: Some(stop),
-        thread: Some(thread),
-    })
 }

@@ -1,113 +1,34 @@
 //! The export path end to end: simulated routing → recorder → publisher → `/metrics` over
-//! HTTP, checked against `moescope analyze` on the very snapshot the round was computed from,
+//! HTTP, checked against the offline analysis (`moescope analyze`) on the very snapshot the
+//! round was computed from,
 //! and the collapse flag through a collapse and a recovery, hysteresis included.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use moescope_core::{ManualClock, ModelSpec, Recorder, WindowConfig};
-use moescope_export::{PrometheusEndpoint, Publisher, PublisherConfig, Sink, CATALOGUE};
+use moescope_core::{ModelSpec, WindowConfig};
+use moescope_prometheus::PrometheusEndpoint;
+use moescope_publish::{
+    LanguageSelection, LayerDetail, LayerSelection, Metric, Publisher, PublisherConfig, Sink,
+};
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
-use serde_json::Value;
 
-type Series = (String, BTreeMap<String, String>);
+mod common;
 
-struct Exposition {
-    samples: BTreeMap<Series, f64>,
-    help: BTreeSet<String>,
-    types: BTreeMap<String, String>,
-}
-
-fn scrape(addr: SocketAddr) -> Exposition {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: moescope\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut e = Exposition {
-        samples: BTreeMap::new(),
-        help: BTreeSet::new(),
-        types: BTreeMap::new(),
-    };
-    for line in body.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap();
-            assert!(!help.is_empty());
-            e.help.insert(name.to_owned());
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, ty) = rest.split_once(' ').unwrap();
-            e.types.insert(name.to_owned(), ty.to_owned());
-        } else {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            let labels = labels
-                .trim_end_matches('}')
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once("=\"").unwrap();
-                    (k.to_owned(), v.trim_end_matches('"').to_owned())
-                })
-                .collect();
-            e.samples
-                .insert((name.to_owned(), labels), value.parse().unwrap());
-        }
-    }
-    e
-}
-
-fn series(name: &str, labels: &[(&str, &str)]) -> Series {
-    (
-        name.to_owned(),
-        labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    )
-}
-
-fn analyze(snapshot: &moescope_core::Snapshot) -> Value {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("export_end_to_end");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("round.json");
-    snapshot.write_json(&path).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args(["analyze", path.to_str().unwrap(), "--reference", "en"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-}
+use common::{
+    analysis_json, close, http_get, parse_exposition, recorder_with_clock, series, Exposition,
+};
 
 const MODEL: &str = "olmoe-1b-7b";
 
 #[test]
 fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
     let spec = ModelSpec::preset(MODEL).unwrap(); // 16 MoE layers, 64 experts, top-8
-    let clock = ManualClock::new(1_700_000_000_000);
-    let recorder = Arc::new(
-        Recorder::builder(spec.clone())
-            .window(WindowConfig {
-                bucket_ms: 1_000,
-                buckets: 3,
-            })
-            .clock(clock.clone())
-            .build()
-            .unwrap(),
+    let (recorder, clock) = recorder_with_clock(
+        spec.clone(),
+        WindowConfig {
+            bucket_ms: 1_000,
+            buckets: 3,
+        },
     );
     let mut sim = Simulator::new(
         spec,
@@ -121,7 +42,15 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
     .unwrap();
     let endpoint = PrometheusEndpoint::start("127.0.0.1:0", Duration::from_secs(60)).unwrap();
     let mut sink = endpoint.sink();
-    let mut publisher = Publisher::new(recorder.clone(), PublisherConfig::default());
+    // Every per-layer metric of every language, to compare all of them with analyze.
+    let config = PublisherConfig {
+        layer_detail: LayerDetail {
+            languages: LanguageSelection::All,
+            layers: LayerSelection::All,
+        },
+        ..PublisherConfig::default()
+    };
+    let mut publisher = Publisher::new(recorder.clone(), config).unwrap();
     // One round: 30 steps of 128 tokens (≈ 580 Hebrew tokens per layer), publish, scrape.
     let mut round = |sim: &mut Simulator| {
         for _ in 0..30 {
@@ -129,20 +58,28 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
         }
         let round = publisher.collect();
         sink.publish(&round.publication);
-        (round, scrape(endpoint.local_addr()))
+        {
+            let (head, body) = http_get(endpoint.local_addr(), "/metrics");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            (round, parse_exposition(&body))
+        }
     };
 
     // Healthy routing: every published value is on the endpoint and equals analyze's.
     let (r, e) = round(&mut sim);
-    for d in CATALOGUE {
-        let present = r.publication.samples_of(d.name).next().is_some();
+    for &m in Metric::ALL {
+        let d = m.descriptor();
+        let present = r.publication.samples_of(m).next().is_some();
         if present {
             assert!(e.help.contains(d.name), "no HELP for {}", d.name);
             let ty = format!("{:?}", d.kind).to_lowercase();
             assert_eq!(e.types.get(d.name), Some(&ty), "TYPE of {}", d.name);
         }
     }
-    let a = analyze(&r.snapshot);
+    // The snapshot through its JSON form, as `moescope analyze` would read it.
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("export_round.json");
+    r.snapshot.write_json(&path).unwrap();
+    let a = analysis_json(&moescope_core::Snapshot::read_json(&path).unwrap(), "en");
     let mut compared = 0;
     for row in a["layers"].as_array().unwrap() {
         let (layer, lang) = (row["layer"].to_string(), row["lang"].as_str().unwrap());
@@ -169,11 +106,11 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
         let (layer, lang) = (row["layer"].to_string(), row["lang"].as_str().unwrap());
         for (metric, field) in [
             ("moe_routing_entropy_gap_bits", "entropy_gap_bits"),
-            ("moe_routing_cosine_similarity", "cosine"),
+            ("moe_routing_cosine_similarity", "cosine_similarity"),
             ("moe_routing_js_divergence_bits", "js_divergence_bits"),
-            ("moe_routing_topk_overlap_ratio", "topk_overlap"),
-            ("moe_routing_spearman_rho", "spearman"),
-            ("moe_routing_kendall_tau", "kendall_tau_b"),
+            ("moe_routing_topk_overlap_ratio", "topk_overlap_ratio"),
+            ("moe_routing_spearman_rho", "spearman_rho"),
+            ("moe_routing_kendall_tau_b", "kendall_tau_b"),
         ] {
             let labels = [
                 ("model", MODEL),
@@ -196,8 +133,22 @@ fn metrics_endpoint_matches_analyze_and_tracks_collapse_with_hysteresis() {
         assert!(close(e.samples[&key], row["score_bits"].as_f64().unwrap()));
         compared += 1;
     }
-    // 3 languages × 16 layers × 4 + 2 × 16 × 6 + 2.
-    assert_eq!(compared, 3 * 16 * 4 + 2 * 16 * 6 + 2);
+    for row in a["depth_means"].as_array().unwrap() {
+        let lang = row["lang"].as_str().unwrap();
+        for field in ["deep_usage_entropy_bits", "middle_usage_entropy_bits"] {
+            let key = series(
+                &format!("moe_routing_{field}"),
+                &[("model", MODEL), ("lang", lang)],
+            );
+            assert!(
+                close(e.samples[&key], row[field].as_f64().unwrap()),
+                "{key:?}"
+            );
+            compared += 1;
+        }
+    }
+    // 3 languages × 16 layers × 4 + 2 × 16 × 6 + 2 collapse scores + 3 × 2 depth means.
+    assert_eq!(compared, 3 * 16 * 4 + 2 * 16 * 6 + 2 + 3 * 2);
     let flag = |e: &Exposition, lang: &str| {
         e.samples[&series(
             "moe_routing_deep_collapse",

@@ -1,19 +1,20 @@
 //! OpenTelemetry end to end: simulated routing → recorder → publisher → observable
-//! instruments → the SDK's in-memory exporter, checked against `moescope analyze` on the
-//! round's own snapshot.
+//! instruments → the SDK's in-memory exporter, checked against the offline analysis
+//! (`moescope analyze`) on the round's own snapshot.
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use moescope_core::{ModelSpec, Recorder};
-use moescope_export::{Publisher, PublisherConfig, Sink};
 use moescope_otel::OtelSink;
+use moescope_publish::{
+    LanguageSelection, LayerDetail, LayerSelection, Publisher, PublisherConfig, Sink,
+};
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use serde_json::Value;
 
 type Points = BTreeMap<(String, Vec<(String, String)>), f64>;
 
@@ -82,7 +83,15 @@ fn otel_instruments_carry_what_analyze_computes() {
     for _ in 0..40 {
         sim.drive(&recorder, 128).unwrap();
     }
-    let round = Publisher::new(recorder, PublisherConfig::default()).collect();
+    // The default figures, plus every per-layer metric for Hebrew.
+    let config = PublisherConfig {
+        layer_detail: LayerDetail {
+            languages: LanguageSelection::Only(vec!["he".into()]),
+            layers: LayerSelection::All,
+        },
+        ..PublisherConfig::default()
+    };
+    let round = Publisher::new(recorder, config).unwrap().collect();
 
     let exporter = InMemoryMetricExporter::default();
     let provider = SdkMeterProvider::builder()
@@ -92,16 +101,11 @@ fn otel_instruments_carry_what_analyze_computes() {
     Sink::publish(&mut sink, &round.publication);
     let points = collect(&provider, &exporter);
 
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("otel_end_to_end");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("round.json");
+    // The snapshot through its JSON form, as `moescope analyze` would read it.
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("otel_round.json");
     round.snapshot.write_json(&path).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args(["analyze", path.to_str().unwrap(), "--reference", "en"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snapshot = moescope_core::Snapshot::read_json(&path).unwrap();
+    let a = common::analysis_json(&snapshot, "en");
 
     let mut compared = 0;
     for row in a["layers"].as_array().unwrap() {
@@ -111,7 +115,14 @@ fn otel_instruments_carry_what_analyze_computes() {
             ("moe_routing_usage_entropy_bits", "usage_entropy_bits"),
             ("moe_routing_gini", "gini"),
         ] {
-            let got = points[&key(metric, &labels)];
+            let Some(&got) = points.get(&key(metric, &labels)) else {
+                // Gini is layer detail: Hebrew only.
+                assert!(
+                    metric == "moe_routing_gini" && lang == "en",
+                    "{metric} {labels:?}"
+                );
+                continue;
+            };
             assert_eq!(got, row[field].as_f64().unwrap(), "{metric} {labels:?}");
             compared += 1;
         }
@@ -140,7 +151,8 @@ fn otel_instruments_carry_what_analyze_computes() {
     )];
     assert_eq!(got, he["score_bits"].as_f64().unwrap());
     assert!(got > 1.0, "the planted collapse shows: {got}");
-    assert_eq!(compared, 2 * 16 * 2 + 16);
+    // Usage entropy of both languages, Gini of Hebrew, JSD of Hebrew against English.
+    assert_eq!(compared, 2 * 16 + 16 + 16);
     // The counter of Hebrew tokens equals the window's estimate (nothing has left the window).
     let tokens = points[&key(
         "moe_routing_tokens_total",
