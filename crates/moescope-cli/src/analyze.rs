@@ -106,7 +106,7 @@ pub struct DiffArgs {
     #[arg(long, value_name = "T", default_value_t = AnalysisConfig::DEFAULT_LSI_THRESHOLD)]
     pub lsi_threshold: f64,
     /// How much a persisting collapse score may grow before it counts as a regression, in bits.
-    #[arg(long, value_name = "BITS", default_value_t = 0.1)]
+    #[arg(long, value_name = "BITS", default_value_t = DiffConfig::DEFAULT.tolerance_bits)]
     pub tolerance_bits: f64,
     /// Also count a collapse that the candidate did not repair as a regression.
     #[arg(long)]

@@ -26,12 +26,17 @@ pub struct DiffConfig {
     pub strict: bool,
 }
 
+impl DiffConfig {
+    /// The defaults: 0.1 bits of tolerance, not strict.
+    pub const DEFAULT: DiffConfig = DiffConfig {
+        tolerance_bits: 0.1,
+        strict: false,
+    };
+}
+
 impl Default for DiffConfig {
     fn default() -> Self {
-        DiffConfig {
-            tolerance_bits: 0.1,
-            strict: false,
-        }
+        DiffConfig::DEFAULT
     }
 }
 
