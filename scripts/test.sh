@@ -58,5 +58,8 @@ bash scripts/loom.sh
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== cargo test: README's Rust examples (facade with the tract feature)"
+cargo test -p moescope --features tract --doc --locked
+
 echo "== cargo test: OTLP export (feature otlp)"
 cargo test -p moescope-otel --features otlp --locked

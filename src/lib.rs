@@ -74,3 +74,9 @@ pub use moescope_tract as tract;
 /// The CUDA path (feature `cuda`): count routing on the GPU, in the serving stack's stream.
 #[cfg(feature = "cuda")]
 pub use moescope_cuda as cuda;
+
+/// README.md's Rust examples, compiled and run as doc tests (`cargo test -p moescope
+/// --features tract --doc`, which the test script runs).
+#[cfg(all(doctest, feature = "prometheus", feature = "tract"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

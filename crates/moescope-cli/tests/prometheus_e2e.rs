@@ -268,7 +268,7 @@ fn dashboards_and_rules_are_well_formed() {
             }
         }
     }
-    // The panels are all there.
+    // Every panel the dashboards promise is there.
     let health: Vec<String> = expressions(&dashboard(DASHBOARDS[0]))
         .into_iter()
         .map(|(_, e)| e)

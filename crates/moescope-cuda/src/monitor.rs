@@ -603,8 +603,10 @@ impl CudaMonitor {
         Ok(())
     }
 
-    /// Counts one MoE layer's top-k decisions for one step: enqueues one kernel on the
-    /// serving stream. No allocation, no synchronization; safe to capture in a CUDA graph.
+    /// Counts the top-k decisions of the MoE layer at depth `depth` (`0..L`, as
+    /// [`RouterBatch::at_depth`](moescope_core::RouterBatch::at_depth); not the model's layer
+    /// number) for one step: enqueues one kernel on the serving stream. No allocation, no
+    /// synchronization; safe to capture in a CUDA graph.
     ///
     /// # Errors
     /// A [`CudaError`] naming the invalid argument (nothing is enqueued), or a driver error.
@@ -615,12 +617,12 @@ impl CudaMonitor {
     /// stream (and at every replay of a graph that captured the call).
     pub unsafe fn record_topk(
         &mut self,
-        layer: usize,
+        depth: usize,
         tokens: usize,
         topk: &TopK,
         info: &TokenInfo,
     ) -> Result<(), CudaError> {
-        let mut args = self.args(layer, tokens, info)?;
+        let mut args = self.args(depth, tokens, info)?;
         args.data = nonnull(topk.ids, "ids")?;
         args.data_dtype = topk.id_type as u32;
         if let Some((w, t)) = topk.weights {
@@ -630,9 +632,9 @@ impl CudaMonitor {
         self.launch(false, args, tokens)
     }
 
-    /// Counts one MoE layer's router logits for one step (softmax, top-k, selection entropy
-    /// and probability sums computed on the device): one kernel on the serving stream, as
-    /// [`record_topk`](Self::record_topk).
+    /// Counts the router logits of the MoE layer at depth `depth` for one step (softmax,
+    /// top-k, selection entropy and probability sums computed on the device): one kernel on
+    /// the serving stream, as [`record_topk`](Self::record_topk).
     ///
     /// # Errors
     /// As [`record_topk`](Self::record_topk).
@@ -641,12 +643,12 @@ impl CudaMonitor {
     /// As [`record_topk`](Self::record_topk), for `tokens × E` logits.
     pub unsafe fn record_logits(
         &mut self,
-        layer: usize,
+        depth: usize,
         tokens: usize,
         logits: &Logits,
         info: &TokenInfo,
     ) -> Result<(), CudaError> {
-        let mut args = self.args(layer, tokens, info)?;
+        let mut args = self.args(depth, tokens, info)?;
         args.data = nonnull(logits.logits, "logits")?;
         args.data_dtype = logits.dtype as u32;
         self.launch(true, args, tokens)
