@@ -57,6 +57,10 @@ def refs(targets):
     return targets
 
 
+DETAIL = (" Layer detail (opt-in): published for the languages and layers of "
+          "PublisherConfig::layer_detail (demo: --layer-detail all).")
+
+
 def timeseries(title, targets, unit="", description="", overrides=(), stack=False, minv=None,
                maxv=None):
     defaults = {"unit": unit, "custom": {"lineWidth": 1, "fillOpacity": 10 if stack else 0,
@@ -230,25 +234,28 @@ def health():
                 "{{lang}} layer {{layer}} · {{instance}}")],
         unit="bits",
         description="H(reference) − H(lang) per layer: positive when the language is more "
-                    "concentrated than the reference (the paper's Figure 1b)."), 12, 8)
+                    "concentrated than the reference (the paper's Figure 1b)."
+                    + DETAIL), 12, 8)
     L.add(heatmap(
         "Entropy gap, layer × time: $lang",
         [target(f'max by (layer) (moe_routing_entropy_gap_bits{{{S}, lang=~"$lang", '
                 f'reference="$reference"}})', "{{layer}}")],
         unit="bits", reverse=True, repeat="lang",
-        description="One row per MoE layer (the largest gap across the selected replicas)."),
+        description="One row per MoE layer (the largest gap across the selected replicas)."
+                    + DETAIL),
         12, 8)
 
     L.row("Concentration")
     L.add(timeseries(
         "Gini coefficient per layer",
         [target(f'moe_routing_gini{{{S}, lang=~"$lang"}}', "{{lang}} layer {{layer}} · {{instance}}")],
-        minv=0, maxv=1, description="0 = equal load; rises in collapsed deep layers."), 12, 8)
+        minv=0, maxv=1, description="0 = equal load; rises in collapsed deep layers." + DETAIL),
+        12, 8)
     L.add(timeseries(
         "Active experts per layer",
         [target(f'moe_routing_active_experts{{{S}, lang=~"$lang"}}',
                 "{{lang}} layer {{layer}} · {{instance}}")],
-        minv=0, description="Experts with at least a tenth of a uniform share."), 12, 8)
+        minv=0, description="Experts with at least a tenth of a uniform share." + DETAIL), 12, 8)
 
     L.row("Similarity to the reference (layer $layer) and noise floors")
     L.add(timeseries(
@@ -261,7 +268,7 @@ def health():
                                     "properties": [{"id": "custom.lineStyle",
                                                     "value": {"fill": "dash", "dash": [10, 10]}}]}],
         description="A gap to the reference smaller than the split-half gap (dashed: the same "
-                    "language against itself) is noise."), 8, 8)
+                    "language against itself) is noise." + DETAIL), 8, 8)
     L.add(timeseries(
         "Jensen–Shannon divergence at layer $layer",
         [target(f'moe_routing_js_divergence_bits{{{S}, lang=~"$lang", reference="$reference", '
@@ -269,32 +276,36 @@ def health():
         unit="bits", minv=0, maxv=1,
         description="Base-2 JSD of the usage vectors, in [0, 1]. Its split-half noise floor is "
                     "not published live (moescope analyze gives it offline); compare with the "
-                    "split-half cosine beside it."), 8, 8)
+                    "split-half cosine beside it." + DETAIL), 8, 8)
     L.add(timeseries(
         "Split-half cosine per layer (noise floor)",
         [target(f'moe_routing_split_half_cosine_similarity{{{S}, lang=~"$lang"}}',
                 "{{lang}} layer {{layer}} · {{instance}}")],
         minv=0, maxv=1, description="Cosine between two random halves of a language's "
-                                    "traffic: ≈ 1 when the window holds enough tokens."), 8, 8)
+                                    "traffic: ≈ 1 when the window holds enough tokens."
+                                    + DETAIL), 8, 8)
     L.add(heatmap(
         "Cosine similarity to $reference, layer × time: $lang",
         [target(f'min by (layer) (moe_routing_cosine_similarity{{{S}, lang=~"$lang", '
                 f'reference="$reference"}})', "{{layer}}")],
-        repeat="lang", description="The paper's U shape: lowest at the first and last layers."),
+        repeat="lang", description="The paper's U shape: lowest at the first and last layers."
+                                   + DETAIL),
         12, 8)
     L.add(heatmap(
-        "JS divergence per language pair at layer $layer",
-        [target(f'max by (lang_a, lang_b) (moe_routing_pair_js_divergence_bits{{{S}, '
-                f'layer="$layer"}})', "{{lang_a}} – {{lang_b}}")],
+        "JS divergence per language pair (largest over the pair layers)",
+        [target(f'max by (lang_a, lang_b) (moe_routing_pair_js_divergence_bits{{{S}}})',
+                "{{lang_a}} – {{lang_b}}")],
         unit="bits", reverse=True,
         description="Rows: every ordered pair of the busiest languages (6 by default), over time "
-                    "(both orders, so each pair's row reads from either language). "
-                    "`moescope analyze --all-pairs` gives every pair offline."), 12, 8)
+                    "(both orders, so each pair's row reads from either language); the largest "
+                    "JSD over the pair layers (the deep layers by default, "
+                    "PublisherConfig::pair_layers). "
+                    "`moescope analyze --all-pairs` gives every pair and layer offline."), 12, 8)
     L.add(heatmap(
         "JS divergence to $reference, layer × time: $lang",
         [target(f'max by (layer) (moe_routing_js_divergence_bits{{{S}, lang=~"$lang", '
                 f'reference="$reference"}})', "{{layer}}")],
-        unit="bits", reverse=True, repeat="lang"), 12, 8)
+        unit="bits", reverse=True, repeat="lang", description=DETAIL.strip()), 12, 8)
 
     L.row("Language specificity (LSI)")
     L.add(bargauge(
@@ -363,7 +374,7 @@ def health():
         query_var("reference", "Reference",
                   'label_values(moe_routing_deep_collapse_score_bits{model="$model"}, reference)'),
         query_var("layer", "Layer (JSD, cosine)",
-                  'label_values(moe_routing_js_divergence_bits{model="$model"}, layer)', sort=3),
+                  'label_values(moe_routing_usage_entropy_bits{model="$model"}, layer)', sort=3),
     ]
     return dashboard("moescope-routing-health", "MoE routing health",
                      "Per-language routing health of one MoE model (moescope): usage entropy per "

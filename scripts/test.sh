@@ -32,14 +32,34 @@ export MOESCOPE_REQUIRE_PROMETHEUS=1
 echo "== promtool check rules / test rules ($(promtool --version 2>&1 | head -1))"
 (cd dashboards && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml)
 
+# --- CUDA path (moescope-cuda) ---------------------------------------------------------------
+# NVRTC (libnvrtc.so.13) and ptxas from NVIDIA's PyPI wheels, cached under target/cuda-tools
+# (about 460 MB, installed once): the kernels are compiled and assembled for sm_80, sm_90 and
+# sm_100 by the tests, which fail instead of skipping when the tools are missing.
+source scripts/cuda-tools.sh
+export MOESCOPE_REQUIRE_NVRTC=1
+# The kernels' source also runs on the CPU, built by a C++20 compiler (kernels_emulated).
+if command -v "${CXX:-c++}" >/dev/null 2>&1; then
+  export MOESCOPE_REQUIRE_CXX=1
+else
+  echo "note: no C++ compiler (\$CXX or c++): the CUDA kernel emulation test reports itself skipped"
+fi
+# --- end of the CUDA path block ---------------------------------------------------------------
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy -D warnings (all features)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+echo "== loom: the stripe protocol under every interleaving (scripts/loom.sh)"
+bash scripts/loom.sh
+
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== cargo test: README's Rust examples (facade with the tract feature)"
+cargo test -p moescope --features tract --doc --locked
 
 echo "== cargo test: OTLP export (feature otlp)"
 cargo test -p moescope-otel --features otlp --locked

@@ -27,13 +27,13 @@
 //!
 //! The pieces live in their own crates, re-exported here: `moescope-core` (model spec,
 //! languages, recorder, window, snapshot), `moescope-stats` (the metrics, pure functions),
-//! and behind features `export` (`prometheus`, default), `otel`, `sim` and `tract` (run an
+//! and behind features `publish` (the publisher), `prometheus` (default), `otel`, `sim` and `tract` (run an
 //! ONNX MoE on the CPU and record its routers). docs/METRICS.md defines every metric and its
 //! Prometheus name.
 
 // The types a serving binary touches, at the root; everything else under its module.
 pub use moescope_core::{
-    background, batch, clock, lang, recorder, rng, sampling, snapshot, spec, window,
+    background, batch, bulk, clock, lang, recorder, rng, sampling, snapshot, spec, window,
 };
 pub use moescope_core::{
     ConfigError, DropReason, LangId, Languages, ModelSpec, RecordError, Recorded, Recorder,
@@ -49,9 +49,15 @@ pub mod prelude {
 
 pub use moescope_stats as stats;
 
-/// Publishing to Prometheus and other sinks (feature `prometheus`, on by default).
+/// The metric catalogue, the publisher and the `Sink` trait (feature `publish`, implied by
+/// `prometheus` and `otel`).
+#[cfg(feature = "publish")]
+pub use moescope_publish as publish;
+
+/// The Prometheus sink, render path and `/metrics` endpoint (feature `prometheus`, on by
+/// default).
 #[cfg(feature = "prometheus")]
-pub use moescope_export as export;
+pub use moescope_prometheus as prometheus;
 
 /// OpenTelemetry instruments (feature `otel`; OTLP/HTTP export with `otlp`).
 #[cfg(feature = "otel")]
@@ -64,3 +70,13 @@ pub use moescope_sim as sim;
 /// The CPU path (feature `tract`): an ONNX MoE model run by tract, its routers recorded.
 #[cfg(feature = "tract")]
 pub use moescope_tract as tract;
+
+/// The CUDA path (feature `cuda`): count routing on the GPU, in the serving stack's stream.
+#[cfg(feature = "cuda")]
+pub use moescope_cuda as cuda;
+
+/// README.md's Rust examples, compiled and run as doc tests (`cargo test -p moescope
+/// --features tract --doc`, which the test script runs).
+#[cfg(all(doctest, feature = "prometheus", feature = "tract"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

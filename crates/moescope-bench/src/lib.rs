@@ -16,6 +16,11 @@
 //! unsynchronized replicas in one process), on one shared sink (each its own for
 //! `plain-array`). The figure of merit is nanoseconds per token-layer: wall time × threads ÷
 //! token-layers recorded, so perfect scaling keeps it constant as threads are added.
+//!
+//! [`round`] measures the other side: what one publication round costs, against the round it
+//! replaced.
+
+pub mod round;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier, Mutex, OnceLock};

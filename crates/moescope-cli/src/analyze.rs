@@ -8,14 +8,15 @@
 //! - 2: bad input: unreadable file, malformed JSON, wrong `format`, counts that do not fit the
 //!   model, unknown reference language, snapshots of different model shapes, bad options.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use moescope_core::Snapshot;
 use moescope_stats::{
-    analyze, diff, Analysis, AnalysisConfig, AnalysisDiff, CollapseConfig, CollapseStatus,
-    DiffConfig, LayerRow, PairRow,
+    analyze, diff, Analysis, AnalysisConfig, AnalysisDiff, CollapseConfig, CollapseRow,
+    CollapseStatus, DiffConfig, LayerRow, LsiRow, PairRow,
 };
 
 /// Success; for `diff`, no regression.
@@ -40,10 +41,10 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct CollapseArgs {
     /// Collapse threshold θ on the score C, in bits.
-    #[arg(long, value_name = "BITS", default_value_t = 0.3)]
+    #[arg(long, value_name = "BITS", default_value_t = CollapseConfig::DEFAULT.theta_bits)]
     pub theta_bits: f64,
     /// Tokens every deep layer needs, for the language and the reference, before a verdict.
-    #[arg(long, value_name = "N", default_value_t = 500.0)]
+    #[arg(long, value_name = "N", default_value_t = CollapseConfig::DEFAULT.min_deep_tokens)]
     pub min_deep_tokens: f64,
 }
 
@@ -69,7 +70,7 @@ pub struct AnalyzeArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
     pub format: OutputFormat,
     /// LSI threshold τ: > τ language-specific, < −τ reference-specific, else shared.
-    #[arg(long, value_name = "T", default_value_t = 0.2)]
+    #[arg(long, value_name = "T", default_value_t = AnalysisConfig::DEFAULT_LSI_THRESHOLD)]
     pub lsi_threshold: f64,
     /// Compare every pair of languages (e.g. for JSD heatmaps), not only each with the reference.
     #[arg(long)]
@@ -78,7 +79,7 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
     /// α of the active-expert count: experts with share ≥ α/E.
-    #[arg(long, value_name = "ALPHA", default_value_t = 0.1)]
+    #[arg(long, value_name = "ALPHA", default_value_t = AnalysisConfig::DEFAULT_ACTIVE_ALPHA)]
     pub active_alpha: f64,
     /// Exit with 1 when any language is flagged collapsed.
     #[arg(long)]
@@ -102,10 +103,10 @@ pub struct DiffArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
     /// LSI threshold τ.
-    #[arg(long, value_name = "T", default_value_t = 0.2)]
+    #[arg(long, value_name = "T", default_value_t = AnalysisConfig::DEFAULT_LSI_THRESHOLD)]
     pub lsi_threshold: f64,
     /// How much a persisting collapse score may grow before it counts as a regression, in bits.
-    #[arg(long, value_name = "BITS", default_value_t = 0.1)]
+    #[arg(long, value_name = "BITS", default_value_t = DiffConfig::DEFAULT.tolerance_bits)]
     pub tolerance_bits: f64,
     /// Also count a collapse that the candidate did not repair as a regression.
     #[arg(long)]
@@ -113,6 +114,93 @@ pub struct DiffArgs {
     /// Collapse settings.
     #[command(flatten)]
     pub collapse: CollapseArgs,
+}
+
+/// The most pair rows `--all-pairs` writes: n(n − 1)/2 pairs per layer (about 40 GB of JSON).
+pub const MAX_ALL_PAIRS_ROWS: usize = 100_000_000;
+
+/// The `moescope.analysis/v1` document of an analysis made without `all_pairs`, written field
+/// by field; with `all_pairs`, the pairs between languages other than the reference follow the
+/// reference pairs in `pairs`, each computed as it is written. Byte for byte what serializing
+/// [`analyze`]'s result with `all_pairs` gives.
+struct StreamedAnalysis<'a> {
+    a: &'a Analysis,
+    snapshot: &'a Snapshot,
+    all_pairs: bool,
+}
+
+/// The `pairs` list, streamed.
+struct StreamedPairs<'a>(&'a StreamedAnalysis<'a>);
+
+impl serde::Serialize for StreamedPairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let StreamedAnalysis {
+            a,
+            snapshot,
+            all_pairs,
+        } = *self.0;
+        let k = a.settings.topk;
+        let deep = moescope_stats::deep_layers(snapshot.model.moe_layers.len());
+        let (deep_start, deep_end) = (deep.start, deep.end);
+        let others: Vec<&String> = snapshot
+            .languages
+            .keys()
+            .filter(|l| **l != a.reference)
+            .collect();
+        let others = &others;
+        let extra = others.iter().enumerate().flat_map(move |(i, x)| {
+            others[i + 1..].iter().flat_map(move |y| {
+                let (lx, ly) = (&snapshot.languages[*x], &snapshot.languages[*y]);
+                lx.layers
+                    .iter()
+                    .zip(&ly.layers)
+                    .enumerate()
+                    .map(move |(d, (p, q))| PairRow {
+                        layer: snapshot
+                            .model
+                            .moe_layers
+                            .get(d)
+                            .copied()
+                            .unwrap_or(d as u32),
+                        depth: d,
+                        deep: (deep_start..deep_end).contains(&d),
+                        lang: (*x).clone(),
+                        reference: (*y).clone(),
+                        metrics: moescope_stats::pair_metrics(p, q, k),
+                    })
+            })
+        });
+        let extra = all_pairs.then_some(extra).into_iter().flatten();
+        serializer.collect_seq(a.pairs.iter().cloned().chain(extra))
+    }
+}
+
+impl serde::Serialize for StreamedAnalysis<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let a = self.a;
+        let mut st = serializer.serialize_struct("Analysis", 19)?;
+        st.serialize_field("format", &a.format)?;
+        st.serialize_field("model", &a.model)?;
+        st.serialize_field("reference", &a.reference)?;
+        st.serialize_field("window", &a.window)?;
+        st.serialize_field("languages", &a.languages)?;
+        st.serialize_field("deep_layers", &a.deep_layers)?;
+        st.serialize_field("middle_layers", &a.middle_layers)?;
+        st.serialize_field("settings", &a.settings)?;
+        st.serialize_field("layers", &a.layers)?;
+        st.serialize_field("pairs", &StreamedPairs(self))?;
+        st.serialize_field("lsi", &a.lsi)?;
+        st.serialize_field("lsi_sweep", &a.lsi_sweep)?;
+        st.serialize_field("lsi_layers", &a.lsi_layers)?;
+        st.serialize_field("depth_means", &a.depth_means)?;
+        st.serialize_field("collapse", &a.collapse)?;
+        st.serialize_field("split_half", &a.split_half)?;
+        st.serialize_field("split_half_collapse", &a.split_half_collapse)?;
+        st.serialize_field("spread", &a.spread)?;
+        st.serialize_field("tokenization", &a.tokenization)?;
+        st.end()
+    }
 }
 
 fn load(path: &Path) -> Result<Snapshot, String> {
@@ -140,23 +228,53 @@ pub fn run_analyze(args: &AnalyzeArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail("analyze", &e),
     };
+    // Every pair of languages is computed while it is written (JSON only: the table and CSV
+    // show each language against the reference), so memory stays bounded.
     let config = AnalysisConfig {
         lsi_threshold: args.lsi_threshold,
         active_alpha: args.active_alpha,
         top_k: args.top_k,
-        all_pairs: args.all_pairs,
+        all_pairs: false,
         collapse: args.collapse.config(),
         ..AnalysisConfig::new(args.reference.clone())
     };
+    if args.all_pairs {
+        let n = snap.languages.len().saturating_sub(1);
+        let rows = (n * n.saturating_sub(1) / 2).saturating_mul(snap.model.moe_layers.len());
+        if rows > MAX_ALL_PAIRS_ROWS {
+            return fail(
+                "analyze",
+                &format!(
+                    "--all-pairs: {n} languages besides the reference give {rows} pair rows \
+                     (n(n-1)/2 per layer), above the limit of {MAX_ALL_PAIRS_ROWS}; compare \
+                     fewer languages (drop them from the snapshot) or leave out --all-pairs"
+                ),
+            );
+        }
+    }
     let analysis = match analyze(&snap, &config) {
         Ok(a) => a,
         Err(e) => return fail("analyze", &format!("{}: {e}", args.snapshot.display())),
     };
     let text = match args.format {
-        OutputFormat::Json => match serde_json::to_string_pretty(&analysis) {
-            Ok(s) => s + "\n",
-            Err(e) => return fail("analyze", &format!("cannot encode the analysis: {e}")),
-        },
+        OutputFormat::Json => {
+            let doc = StreamedAnalysis {
+                a: &analysis,
+                snapshot: &snap,
+                all_pairs: args.all_pairs,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = serde_json::to_writer_pretty(&mut out, &doc)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+                .and_then(|()| out.flush());
+            match written {
+                Ok(()) => String::new(),
+                // A closed pipe (`| head`) is not an error worth a different exit code.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => String::new(),
+                Err(e) => return fail("analyze", &format!("cannot write the analysis: {e}")),
+            }
+        }
         OutputFormat::Table => analysis_table(&analysis),
         OutputFormat::Csv => analysis_csv(&analysis),
     };
@@ -271,6 +389,43 @@ fn render(header: &[&str], rows: &[Vec<String>], left: usize) -> String {
     out
 }
 
+/// Lookups into an analysis's rows by language (and depth), built once: the renderers stay
+/// linear in the number of languages and layers.
+struct Index<'a> {
+    collapse: HashMap<&'a str, &'a CollapseRow>,
+    layers: HashMap<&'a str, Vec<&'a LayerRow>>,
+    /// Pairs against the reference, by (language, depth).
+    pairs: HashMap<(&'a str, usize), &'a PairRow>,
+    lsi: HashMap<&'a str, &'a LsiRow>,
+    /// The sweep, by (language, threshold bits).
+    sweep: HashMap<(&'a str, u64), &'a LsiRow>,
+}
+
+impl<'a> Index<'a> {
+    fn new(a: &'a Analysis) -> Index<'a> {
+        let mut layers: HashMap<&str, Vec<&LayerRow>> = HashMap::new();
+        for r in &a.layers {
+            layers.entry(r.lang.as_str()).or_default().push(r);
+        }
+        Index {
+            collapse: a.collapse.iter().map(|c| (c.lang.as_str(), c)).collect(),
+            layers,
+            pairs: a
+                .pairs
+                .iter()
+                .filter(|p| p.reference == a.reference)
+                .map(|p| ((p.lang.as_str(), p.depth), p))
+                .collect(),
+            lsi: a.lsi.iter().map(|r| (r.lang.as_str(), r)).collect(),
+            sweep: a
+                .lsi_sweep
+                .iter()
+                .map(|r| ((r.lang.as_str(), r.threshold.to_bits()), r))
+                .collect(),
+        }
+    }
+}
+
 /// Languages in display order: collapsed ones (highest score first), the other compared
 /// languages, then the reference.
 fn language_order(a: &Analysis) -> Vec<String> {
@@ -287,8 +442,9 @@ fn language_order(a: &Analysis) -> Vec<String> {
         .collect();
     scored.sort_by(|x, y| y.1.cmp(&x.1).then(y.2.total_cmp(&x.2)).then(x.0.cmp(y.0)));
     let mut order: Vec<String> = scored.iter().map(|s| s.0.to_string()).collect();
+    let scored: HashSet<&str> = scored.iter().map(|s| s.0).collect();
     for l in &a.languages {
-        if !order.contains(l) && *l != a.reference {
+        if !scored.contains(l.as_str()) && *l != a.reference {
             order.push(l.clone());
         }
     }
@@ -326,9 +482,10 @@ fn analysis_table(a: &Analysis) -> String {
         tokens(a.settings.min_deep_tokens)
     );
     let order = language_order(a);
+    let index = Index::new(a);
     let rows: Vec<Vec<String>> = order
         .iter()
-        .filter_map(|l| a.collapse_for(l))
+        .filter_map(|l| index.collapse.get(l.as_str()).copied())
         .map(|c| {
             vec![
                 c.lang.clone(),
@@ -383,8 +540,11 @@ fn analysis_table(a: &Analysis) -> String {
     );
     let mut rows = Vec::new();
     for lang in &order {
-        for r in a.layers.iter().filter(|r| &r.lang == lang) {
-            let p = a.pair_row(lang, &a.reference, r.depth).map(|p| p.metrics);
+        for r in index.layers.get(lang.as_str()).into_iter().flatten() {
+            let p = index
+                .pairs
+                .get(&(lang.as_str(), r.depth))
+                .map(|p| p.metrics);
             rows.push(layer_cells(r, p));
         }
     }
@@ -404,8 +564,9 @@ fn analysis_table(a: &Analysis) -> String {
         );
         let mut header = vec!["lang".to_string(), "ref".to_string(), "basis".to_string()];
         let mut taus: Vec<f64> = Vec::new();
+        let mut seen = HashSet::new();
         for r in &a.lsi_sweep {
-            if !taus.contains(&r.threshold) {
+            if seen.insert(r.threshold.to_bits()) {
                 taus.push(r.threshold);
             }
         }
@@ -419,21 +580,15 @@ fn analysis_table(a: &Analysis) -> String {
         }
         let rows: Vec<Vec<String>> = order
             .iter()
-            .filter_map(|l| a.lsi.iter().find(|r| &r.lang == l))
+            .filter_map(|l| index.lsi.get(l.as_str()).copied())
             .map(|r| {
                 let mut cells = vec![
                     r.lang.clone(),
                     r.reference.clone(),
-                    match r.basis {
-                        moescope_stats::LsiBasis::Probability => "probability".to_string(),
-                        moescope_stats::LsiBasis::Usage => "usage".to_string(),
-                    },
+                    r.basis.as_str().to_string(),
                 ];
                 for t in &taus {
-                    let s = a
-                        .lsi_sweep
-                        .iter()
-                        .find(|s| s.lang == r.lang && s.threshold == *t);
+                    let s = index.sweep.get(&(r.lang.as_str(), t.to_bits()));
                     cells.push(s.map_or("-".into(), |s| {
                         format!(
                             "{}/{}/{}",
@@ -501,10 +656,10 @@ fn layer_cells(r: &LayerRow, p: Option<moescope_stats::PairMetrics>) -> Vec<Stri
         count(m.active_experts),
         num(m.selection_entropy_bits, 3),
         signed(p.entropy_gap_bits, 3),
-        num(p.cosine, 3),
+        num(p.cosine_similarity, 3),
         num(p.js_divergence_bits, 4),
-        num(p.topk_overlap, 3),
-        num(p.spearman, 3),
+        num(p.topk_overlap_ratio, 3),
+        num(p.spearman_rho, 3),
         num(p.kendall_tau_b, 3),
     ]
 }
@@ -524,11 +679,12 @@ fn opt(x: Option<f64>) -> String {
 fn analysis_csv(a: &Analysis) -> String {
     let mut out = String::from(
         "lang,reference,layer,depth,deep,tokens,usage_entropy_bits,normalized_entropy,gini,\
-         active_experts,selection_entropy_bits,entropy_gap_bits,cosine,js_divergence_bits,\
-         topk_overlap,spearman,kendall_tau_b\n",
+         active_experts,selection_entropy_bits,entropy_gap_bits,cosine_similarity,js_divergence_bits,\
+         topk_overlap_ratio,spearman_rho,kendall_tau_b\n",
     );
+    let index = Index::new(a);
     for r in &a.layers {
-        let p: Option<&PairRow> = a.pair_row(&r.lang, &a.reference, r.depth);
+        let p: Option<&PairRow> = index.pairs.get(&(r.lang.as_str(), r.depth)).copied();
         let pm = p.map(|p| p.metrics).unwrap_or_default();
         let m = &r.metrics;
         let cells = [
@@ -548,10 +704,10 @@ fn analysis_csv(a: &Analysis) -> String {
             m.active_experts.map_or_else(String::new, |v| v.to_string()),
             opt(m.selection_entropy_bits),
             opt(pm.entropy_gap_bits),
-            opt(pm.cosine),
+            opt(pm.cosine_similarity),
             opt(pm.js_divergence_bits),
-            opt(pm.topk_overlap),
-            opt(pm.spearman),
+            opt(pm.topk_overlap_ratio),
+            opt(pm.spearman_rho),
             opt(pm.kendall_tau_b),
         ];
         out.push_str(&cells.join(","));
@@ -660,7 +816,7 @@ fn diff_table(d: &AnalysisDiff) -> String {
                 num(r.usage_entropy_bits.candidate, 3),
                 signed(r.usage_entropy_bits.delta, 3),
                 signed(r.gini.delta, 3),
-                signed(r.cosine.delta, 3),
+                signed(r.cosine_similarity.delta, 3),
             ]
         })
         .collect();
@@ -701,8 +857,8 @@ fn diff_table(d: &AnalysisDiff) -> String {
 fn diff_csv(d: &AnalysisDiff) -> String {
     let mut out = String::from(
         "lang,layer,depth,deep,usage_entropy_bits_base,usage_entropy_bits_candidate,\
-         usage_entropy_bits_delta,gini_base,gini_candidate,gini_delta,cosine_base,\
-         cosine_candidate,cosine_delta\n",
+         usage_entropy_bits_delta,gini_base,gini_candidate,gini_delta,cosine_similarity_base,\
+         cosine_similarity_candidate,cosine_similarity_delta\n",
     );
     for r in &d.layers {
         let cells = [
@@ -716,9 +872,9 @@ fn diff_csv(d: &AnalysisDiff) -> String {
             opt(r.gini.base),
             opt(r.gini.candidate),
             opt(r.gini.delta),
-            opt(r.cosine.base),
-            opt(r.cosine.candidate),
-            opt(r.cosine.delta),
+            opt(r.cosine_similarity.base),
+            opt(r.cosine_similarity.candidate),
+            opt(r.cosine_similarity.delta),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');

@@ -26,6 +26,11 @@ pub struct BenchArgs {
     /// With --model-overhead: tokens per forward pass.
     #[arg(long, default_value_t = 256)]
     batch_tokens: usize,
+    /// Instead: milliseconds per publisher round (Qwen3-30B-A3B, 16 languages, 30 buckets,
+    /// probabilities), the live round against the full-analysis round it replaced, in the
+    /// same run.
+    #[arg(long)]
+    publisher_round: bool,
 }
 
 #[derive(Serialize)]
@@ -74,6 +79,9 @@ struct Target {
 }
 
 pub fn run(args: &BenchArgs) -> u8 {
+    if args.publisher_round {
+        return publisher_round(args.quick, args.json);
+    }
     if args.model_overhead {
         #[cfg(feature = "demo")]
         return match crate::model_bench::run(args.quick, args.json, args.batch_tokens.max(1)) {
@@ -278,4 +286,94 @@ fn print_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Serialize)]
+struct RoundReport {
+    format: &'static str,
+    machine: Machine,
+    workload: moescope_bench::round::RoundWorkload,
+    model: &'static str,
+    results: Vec<moescope_bench::round::RoundResult>,
+    /// full-analysis round ÷ live round (medians).
+    full_over_live: f64,
+}
+
+/// `moescope bench --publisher-round`.
+fn publisher_round(quick: bool, json: bool) -> u8 {
+    use moescope_bench::round::{measure_rounds, RoundWorkload};
+    let workload = RoundWorkload::QWEN3_16_LANGUAGES;
+    let (live, full) = if quick { (5, 2) } else { (21, 5) };
+    if !json {
+        eprint!("filling the window and timing {live} live and {full} full-analysis rounds... ");
+    }
+    let results = measure_rounds(workload, live, full);
+    if !json {
+        eprintln!("done");
+    }
+    let report = RoundReport {
+        format: "moescope.bench-round/v1",
+        machine: Machine {
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+        },
+        workload,
+        model: "qwen3-30b-a3b (48 MoE layers, E = 128, top-8)",
+        full_over_live: results[1].median_ms / results[0].median_ms,
+        results,
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        print_rounds(&mut out, &report)
+    };
+    match written {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("moescope bench: {e}");
+            1
+        }
+    }
+}
+
+fn print_rounds(out: &mut impl Write, r: &RoundReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "moescope bench --publisher-round: {}, {} languages, {} buckets, {} tokens per language, layer and bucket, probabilities {}; {} logical CPUs",
+        r.model,
+        r.workload.languages,
+        r.workload.buckets,
+        r.workload.tokens_per_bucket,
+        if r.workload.probabilities { "on" } else { "off" },
+        r.machine.logical_cpus
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<26} {:>7} {:>10} {:>20} {:>9} {:>12}",
+        "path", "rounds", "median ms", "min..max ms", "samples", "round bytes"
+    )?;
+    for x in &r.results {
+        writeln!(
+            out,
+            "{:<26} {:>7} {:>10.2} {:>20} {:>9} {:>12}",
+            x.path,
+            x.rounds,
+            x.median_ms,
+            format!("{:.2}..{:.2}", x.min_ms, x.max_ms),
+            x.samples.map_or_else(|| "-".into(), |n| n.to_string()),
+            x.round_bytes.map_or_else(|| "-".into(), |n| n.to_string()),
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "full-analysis round / live round: {:.1}x",
+        r.full_over_live
+    )
 }

@@ -46,7 +46,7 @@ enum Command {
     /// multilingual load generator, routing recorded and served at /metrics, with a terminal
     /// view. `--simulate`: simulated routing where one language collapses and recovers.
     #[cfg(feature = "demo")]
-    Demo(demo::DemoArgs),
+    Demo(Box<demo::DemoArgs>),
 }
 
 fn main() -> ExitCode {

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use moescope_core::{Languages, Recorder};
 use moescope_tract::{
-    bundled_model_path, byte_tokens, LoadOptions, MoeModel, PackedBatch, PlainModel,
+    bundled_model_path, byte_tokens, clear_upper_simd_state, LoadOptions, MoeModel, PackedBatch,
+    TValue, TVec,
 };
 use serde::Serialize;
+use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable, TypedRunnableModel};
 
 use crate::demo::sentences;
 
@@ -52,10 +54,35 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The same ONNX file run as plain tract, its outputs untouched and no recorder: the
+/// baseline.
+struct PlainModel {
+    plan: std::sync::Arc<TypedRunnableModel>,
+}
+
+impl PlainModel {
+    /// Loads and optimizes `path` with tract-onnx, nothing else.
+    fn load(path: &std::path::Path) -> Result<PlainModel, String> {
+        let plan = tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("{}: {e:#}", path.display()))?;
+        Ok(PlainModel { plan })
+    }
+
+    /// Runs it, then clears the AVX upper state as `MoeModel::run` does (a fair baseline).
+    fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, String> {
+        let out = self.plan.run(inputs);
+        clear_upper_simd_state();
+        out.map_err(|e| format!("{e:#}"))
+    }
+}
+
 /// Runs the benchmark; prints a table or JSON. Returns the exit code.
 pub fn run(quick: bool, json: bool, batch_tokens: usize) -> Result<(), String> {
     let path = bundled_model_path();
-    let plain = PlainModel::load(&path).map_err(|e| e.to_string())?;
+    let plain = PlainModel::load(&path)?;
     let model = MoeModel::load(&path, &LoadOptions::default()).map_err(|e| e.to_string())?;
     let recorder = Arc::new(Recorder::new(model.spec().clone()).map_err(|e| e.to_string())?);
     let _upkeep = recorder
@@ -88,7 +115,7 @@ pub fn run(quick: bool, json: bool, batch_tokens: usize) -> Result<(), String> {
     };
     // Warm up both.
     for _ in 0..3 {
-        plain.run(inputs.clone()).map_err(|e| e.to_string())?;
+        plain.run(inputs.clone())?;
         let out = model.run(inputs.clone()).map_err(|e| e.to_string())?;
         model
             .record(
@@ -109,7 +136,7 @@ pub fn run(quick: bool, json: bool, batch_tokens: usize) -> Result<(), String> {
             let mut recording = Duration::ZERO;
             while start.elapsed() < round {
                 if side == 0 {
-                    plain.run(inputs.clone()).map_err(|e| e.to_string())?;
+                    plain.run(inputs.clone())?;
                 } else {
                     let out = model.run(inputs.clone()).map_err(|e| e.to_string())?;
                     let t0 = Instant::now();

@@ -103,10 +103,10 @@ fn analyze_json_matches_hand_computed_values() {
     let p = find(&j["pairs"], |r| r["lang"] == "he" && r["layer"] == 15);
     assert_eq!(p["reference"], "en");
     assert!(close(&p["entropy_gap_bits"], 0.643_220));
-    assert!(close(&p["cosine"], 0.693_375));
+    assert!(close(&p["cosine_similarity"], 0.693_375));
     assert!(close(&p["js_divergence_bits"], 0.151_911));
-    assert!(close(&p["topk_overlap"], 1.0));
-    assert!(p["spearman"].is_null());
+    assert!(close(&p["topk_overlap_ratio"], 1.0));
+    assert!(p["spearman_rho"].is_null());
     assert!(p["kendall_tau_b"].is_null());
     // Only pairs against the reference without --all-pairs.
     assert!(j["pairs"]
@@ -175,11 +175,11 @@ fn analyze_all_pairs_adds_language_pairs() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let j = stdout_json(&out);
-    // he–ja at layer 15: cosine((0.7, 0.1, 0.1, 0.1), (0.3, 0.2, 0.3, 0.2)) = 0.761500.
+    // he–ja at layer 15: cosine_similarity((0.7, 0.1, 0.1, 0.1), (0.3, 0.2, 0.3, 0.2)) = 0.761500.
     let p = find(&j["pairs"], |r| {
         r["lang"] == "he" && r["reference"] == "ja" && r["layer"] == 15
     });
-    assert!(close(&p["cosine"], 0.761_500));
+    assert!(close(&p["cosine_similarity"], 0.761_500));
     // 2 reference pairs + 1 other pair, 8 layers each.
     assert_eq!(j["pairs"].as_array().unwrap().len(), 24);
 }
@@ -291,7 +291,7 @@ fn diff_repaired_exits_0() {
     let l = find(&j["layers"], |r| r["lang"] == "he" && r["layer"] == 15);
     assert!(close(&l["usage_entropy_bits"]["delta"], 0.643_220));
     assert!(close(&l["gini"]["delta"], -0.45));
-    assert!(close(&l["cosine"]["delta"], 1.0 - 0.693_375));
+    assert!(close(&l["cosine_similarity"]["delta"], 1.0 - 0.693_375));
     // LSI at τ = 0.2 before and after (all shared in both).
     let lsi = find(&j["lsi"], |r| r["lang"] == "he");
     assert_eq!(lsi["base"]["shared"], 4);
@@ -493,4 +493,112 @@ fn malformed_input_exits_2_with_a_message_naming_the_problem() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn analyze_all_pairs_streams_the_library_document() {
+    // The streamed document equals the library's analysis with all_pairs, value for value.
+    let out = run(&[
+        "analyze",
+        data("base.json").to_str().unwrap(),
+        "--reference",
+        "en",
+        "--all-pairs",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let streamed = stdout_json(&out);
+    let snap = moescope_core::Snapshot::read_json(data("base.json")).unwrap();
+    let mut config = moescope_stats::AnalysisConfig::new("en");
+    config.all_pairs = true;
+    let whole = serde_json::to_value(moescope_stats::analyze(&snap, &config).unwrap()).unwrap();
+    assert_eq!(streamed, whole);
+    // 2 pairs with the reference and he–ja, 8 layers each.
+    assert_eq!(streamed["pairs"].as_array().unwrap().len(), 3 * 8);
+}
+
+/// A snapshot of `langs` languages with E = `experts` routed experts in `layers` MoE layers,
+/// counts from a small deterministic generator.
+fn synthetic(langs: &[String], experts: usize, layers: usize) -> String {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % 100_000
+    };
+    let mut doc = format!(
+        r#"{{"format":"moescope.snapshot/v1","model":{{"name":"synthetic","num_experts":{experts},"top_k":1,"layers":[{}]}},"languages":{{"#,
+        (0..layers)
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for (i, lang) in langs.iter().enumerate() {
+        if i > 0 {
+            doc.push(',');
+        }
+        doc.push_str(&format!(r#""{lang}":{{"tokens":1,"layers":["#));
+        for l in 0..layers {
+            if l > 0 {
+                doc.push(',');
+            }
+            let counts: Vec<String> = (0..experts).map(|_| next().to_string()).collect();
+            doc.push_str(&format!(r#"{{"expert_tokens":[{}]}}"#, counts.join(",")));
+        }
+        doc.push_str("]}");
+    }
+    doc.push_str("}}");
+    doc
+}
+
+#[test]
+fn analyze_a_wide_snapshot_in_near_linear_time() {
+    // E = 65 536 experts, 3 languages: about 1 MB. Kendall τ-b in O(E log E) keeps this well
+    // under a second in a release build; the guard is generous for a debug build on a busy
+    // machine.
+    let langs: Vec<String> = ["en", "he", "ja"].map(String::from).to_vec();
+    let text = synthetic(&langs, 65_536, 1);
+    assert!(text.len() > 1_000_000, "{} bytes", text.len());
+    let path = scratch("wide.json", &text);
+    let started = std::time::Instant::now();
+    let out = run(&["analyze", path.to_str().unwrap(), "--reference", "en"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(took.as_secs_f64() < 30.0, "took {took:?}");
+    let a = stdout_json(&out);
+    let p = find(&a["pairs"], |r| r["lang"] == "he");
+    let tau = p["kendall_tau_b"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&tau));
+    // Independent counts: near 0, far from ±1.
+    assert!(tau.abs() < 0.05, "tau {tau}");
+}
+
+#[test]
+fn analyze_all_pairs_refuses_an_absurd_number_of_pairs() {
+    // 1 500 languages × 90 layers: 1 124 250 pairs per layer, 101 million pair rows.
+    let langs: Vec<String> = (0..1_500)
+        .map(|i| {
+            if i == 0 {
+                "en".to_string()
+            } else {
+                let a = |n: usize| char::from(b'a' + (n % 26) as u8);
+                format!("q{}{}{}", a(i / 676), a(i / 26), a(i))
+            }
+        })
+        .collect();
+    let path = scratch("many_pairs.json", &synthetic(&langs, 1, 90));
+    let out = run(&[
+        "analyze",
+        path.to_str().unwrap(),
+        "--reference",
+        "en",
+        "--all-pairs",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--all-pairs") && err.contains("limit"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }

@@ -2,7 +2,7 @@
 //!
 //! - `dashboards_and_rules_are_well_formed`: the Grafana JSON (schema version, the datasource
 //!   variable, every panel on `${datasource}`, every `$variable` defined), every metric name
-//!   in a dashboard or rule exists in `moescope_export::CATALOGUE` or is recorded by
+//!   in a dashboard or rule exists in `moescope_publish::CATALOGUE` or is recorded by
 //!   `dashboards/rules/recording.yml`, and every alert has its section in docs/RUNBOOK.md.
 //! - `promtool_checks_and_tests_the_rules`: `promtool check rules` and `promtool test rules`
 //!   (dashboards/tests/*.test.yml: each alert firing and not firing, the recording rules
@@ -168,7 +168,7 @@ fn var_refs(s: &str) -> BTreeSet<String> {
 
 #[test]
 fn dashboards_and_rules_are_well_formed() {
-    let catalogue: BTreeSet<&str> = moescope_export::CATALOGUE.iter().map(|d| d.name).collect();
+    let catalogue: BTreeSet<&str> = moescope_publish::CATALOGUE.iter().map(|d| d.name).collect();
     // Counters are exposed with their name as is (`_total` included).
     let known = |name: &str| catalogue.contains(name);
     let recorded = recorded();
@@ -268,7 +268,7 @@ fn dashboards_and_rules_are_well_formed() {
             }
         }
     }
-    // The panels are all there.
+    // Every panel the dashboards promise is there.
     let health: Vec<String> = expressions(&dashboard(DASHBOARDS[0]))
         .into_iter()
         .map(|(_, e)| e)
@@ -456,7 +456,15 @@ fn collapse_alert_fires_in_prometheus_and_every_panel_has_data() {
     // The demo: OLMoE-shaped routing (16 MoE layers, 64 experts), publication every second
     // into a 20 s window, per-expert counters on; Hebrew collapses at COLLAPSE_AT.
     let mut demo = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args(["demo", "--simulate", "--quiet", "--expert-selections"])
+        .args([
+            "demo",
+            "--simulate",
+            "--quiet",
+            "--expert-selections",
+            // The dashboards' drill-down panels show opt-in layer detail.
+            "--layer-detail",
+            "all",
+        ])
         .args(["--listen", "127.0.0.1:0", "--model", MODEL])
         .args([
             "--collapse-at",

@@ -439,6 +439,14 @@ impl LanguageRegistry {
         LangId::OTHER
     }
 
+    /// Whether slot `index` holds a language now (interned, not freed).
+    #[inline]
+    pub(crate) fn is_live(&self, index: usize) -> bool {
+        self.slots
+            .get(index)
+            .is_some_and(|s| s.state.load(Ordering::Acquire) & state::READY != 0)
+    }
+
     /// Ids below this have been issued (claimed slots; `und` and `other` always).
     #[inline]
     pub(crate) fn issued(&self) -> usize {

@@ -7,8 +7,8 @@
 //! each racer builds its own value and tries to publish it with one compare-and-swap; the
 //! losers free theirs and use the winner's.
 
+use crate::sync::atomic::{AtomicPtr, Ordering};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 pub(crate) struct LazyBox<T> {
     /// Null until published; afterwards a pointer from `Box::into_raw` that is never
@@ -68,7 +68,8 @@ impl<T> LazyBox<T> {
 
 impl<T> Drop for LazyBox<T> {
     fn drop(&mut self) {
-        let p = *self.ptr.get_mut();
+        // `&mut self`: no other thread can touch the pointer now (a load, so loom builds too).
+        let p = self.ptr.load(Ordering::Acquire);
         if !p.is_null() {
             // SAFETY: `p` came from `Box::into_raw` and `&mut self` proves no borrow from
             // `get`/`get_or_init` is alive; it is freed once, here.

@@ -34,6 +34,7 @@
 
 pub mod background;
 pub mod batch;
+pub mod bulk;
 pub mod clock;
 pub mod lang;
 // The one module of core with `unsafe`: a lock-free once-cell (each block carries its SAFETY).
@@ -45,12 +46,14 @@ pub mod sampling;
 pub mod snapshot;
 pub mod spec;
 mod stage;
+mod sync;
 pub mod window;
 
 pub use batch::{
     DropReason, ExpertId, Languages, RecordError, Recorded, RouterBatch, RouterScores, Segment,
     MAX_BATCH_TOKENS,
 };
+pub use bulk::{sequence_half, BulkCounts, BulkError, BulkProbs};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lang::{LangId, LanguageRegistry, Tag, TagError, DEFAULT_MAX_LANGUAGES, MAX_TAG_LEN};
 pub use recorder::{

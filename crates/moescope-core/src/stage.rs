@@ -20,7 +20,7 @@
 //! closing. A writer reads the stripe's epoch after claiming it and samples with that
 //! epoch's thresholds, so a stripe never mixes two buckets' counts (or two sampling weights).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crossbeam_utils::CachePadded;
@@ -190,7 +190,7 @@ impl Stripe {
             if let Some(c) = self.try_claim() {
                 return c;
             }
-            std::thread::yield_now();
+            crate::sync::spin_yield();
         }
     }
 
@@ -263,5 +263,91 @@ mod tests {
             }
         });
         assert_eq!(s.block(0).counts[0].load(Ordering::Relaxed), 40_000);
+    }
+}
+
+/// The stripe protocol under loom (`scripts/loom.sh`): every interleaving of two writers and
+/// a reader that folds and moves the stripe to the next epoch.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Each writer tries to claim the stripe once, as `record` does (a writer that finds it
+    /// busy drops its token and counts the drop; it never waits), reads the stripe's epoch and
+    /// stages one token counted for expert `w` and marked with that epoch (`text[epoch]`). The
+    /// reader folds what is staged into the bucket of the stripe's current epoch and moves the
+    /// stripe to epoch 1, then folds the rest into bucket 1. Under every interleaving: every
+    /// token is counted once or dropped once, and each bucket holds only tokens of its own
+    /// epoch.
+    #[test]
+    fn claims_and_epochs_never_lose_or_mix_counts() {
+        loom::model(|| {
+            let stripe = Arc::new(Stripe::new(0, 1, 1, 2));
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let s = stripe.clone();
+                    thread::spawn(move || match s.try_claim() {
+                        Some(c) => {
+                            let epoch = c.stripe.epoch.load(Ordering::Relaxed) as usize;
+                            let block = c.stripe.block(0);
+                            block.dirty.store(true, Ordering::Relaxed);
+                            bump(&block.counts[w], 1);
+                            bump(&block.text[epoch], 1);
+                            0u64
+                        }
+                        None => 1, // dropped as writer contention
+                    })
+                })
+                .collect();
+            // buckets[b] = (tokens per expert, tokens by the epoch they were staged under)
+            let mut buckets = [([0u64; 2], [0u64; 2]); 2];
+            let mut fold = |bucket: usize, s: &Stripe| {
+                let c = s.claim_waiting();
+                if let Some(block) = c.stripe.langs[0].get() {
+                    if block.dirty.swap(false, Ordering::Relaxed) {
+                        for e in 0..2 {
+                            buckets[bucket].0[e] += block.counts[e].swap(0, Ordering::Relaxed);
+                            buckets[bucket].1[e] += block.text[e].swap(0, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if bucket == 0 {
+                    c.stripe.epoch.store(1, Ordering::Relaxed); // published by the release
+                }
+            };
+            fold(0, &stripe);
+            let dropped: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+            fold(1, &stripe);
+            let counted: u64 = buckets.iter().flat_map(|b| b.0).sum();
+            assert_eq!(counted + dropped, 2, "{buckets:?}, {dropped} dropped");
+            for (b, (counts, by_epoch)) in buckets.iter().enumerate() {
+                let tokens: u64 = counts.iter().sum();
+                assert_eq!(by_epoch[b], tokens, "bucket {b} mixes epochs: {buckets:?}");
+                assert_eq!(by_epoch[1 - b], 0, "bucket {b} mixes epochs: {buckets:?}");
+            }
+        });
+    }
+
+    /// Two threads creating a stripe's language block at once agree on one block, and
+    /// counts staged through either are seen by the next holder of the stripe.
+    #[test]
+    fn racing_first_uses_agree_on_one_block() {
+        loom::model(|| {
+            let stripe = Arc::new(Stripe::new(0, 1, 1, 1));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = stripe.clone();
+                    thread::spawn(move || s.block(0) as *const StageBlock as usize)
+                })
+                .collect();
+            let addrs: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert_eq!(addrs[0], addrs[1]);
+            let c = stripe.claim_waiting();
+            bump(&c.stripe.block(0).counts[0], 3);
+            drop(c);
+            assert_eq!(stripe.block(0).counts[0].load(Ordering::Relaxed), 3);
+        });
     }
 }

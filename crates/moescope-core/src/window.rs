@@ -36,8 +36,8 @@
 //!
 //! [`RecorderBuilder::memory_bound`]: crate::RecorderBuilder::memory_bound
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sampling::weight_for_threshold;
 use crate::snapshot::{HalfCounts, LanguageCounts, LayerCounts};
@@ -372,7 +372,7 @@ impl Ring {
         &mut self,
         claim: &Claim<'_>,
         thresholds: &[AtomicU64],
-        live: &[bool],
+        live: impl Fn(usize) -> bool,
     ) -> u64 {
         let slot = self.current();
         let (r, l, e) = (self.slots, self.layers, self.experts);
@@ -382,7 +382,7 @@ impl Ring {
             if !stage.dirty.swap(false, Ordering::Relaxed) {
                 continue;
             }
-            if !live.get(li).copied().unwrap_or(false) {
+            if !live(li) {
                 discarded += stage.clear();
                 continue;
             }

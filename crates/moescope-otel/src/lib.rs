@@ -13,7 +13,7 @@
 //! the SDK reader's own thread: no async runtime, plain `http://` (the `otlp` module says why and how).
 //!
 //! ```
-//! use moescope_export::publication::{Publication, Sample, GINI, TOKENS_TOTAL};
+//! use moescope_publish::{Metric, Publication, Sample};
 //! use moescope_otel::OtelSink;
 //! use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 //! use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
@@ -28,9 +28,10 @@
 //! let labels = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
 //! sink.publish(&Publication {
 //!     samples: vec![
-//!         Sample { metric: GINI, labels: labels(&["qwen3", "47", "he"]), value: 0.62 },
-//!         Sample { metric: TOKENS_TOTAL, labels: labels(&["qwen3", "he"]), value: 1200.0 },
+//!         Sample { metric: Metric::Gini, labels: labels(&["qwen3", "47", "he"]), value: 0.62 },
+//!         Sample { metric: Metric::TokensTotal, labels: labels(&["qwen3", "he"]), value: 1200.0 },
 //!     ],
+//!     summaries: Vec::new(),
 //! });
 //! provider.force_flush()?;
 //!
@@ -55,7 +56,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use moescope_export::publication::{Kind, Publication, CATALOGUE};
+use moescope_publish::{Kind, Publication, CATALOGUE};
 use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::metrics::{Instrument, Stream};
@@ -122,7 +123,9 @@ impl OtelSink {
                 }};
             }
             match descriptor.kind {
-                Kind::Gauge => register!(f64_observable_gauge),
+                // A summary's quantiles become a gauge with a `quantile` attribute (OTel has
+                // no summary instrument for new data).
+                Kind::Gauge | Kind::Summary => register!(f64_observable_gauge),
                 Kind::Counter => register!(f64_observable_counter),
             }
         }
@@ -133,8 +136,7 @@ impl OtelSink {
     /// replacing the previous round entirely: a label set it does not carry is no longer
     /// observed.
     ///
-    /// Samples that cannot be shown are skipped: a non-finite value, an index outside the
-    /// catalogue, or label values that do not match the descriptor's label names in number.
+    /// Samples that cannot be shown are skipped: a non-finite value, or label values that do not match the descriptor's label names in number.
     /// Of two samples with the same metric and label values, the later one wins. Never panics.
     pub fn publish(&self, publication: &Publication) {
         let round = Arc::new(build_round(publication));
@@ -142,8 +144,8 @@ impl OtelSink {
     }
 }
 
-/// Lets a publisher thread ([`moescope_export::spawn`]) feed the sink like any other.
-impl moescope_export::Sink for OtelSink {
+/// Lets a publisher thread ([`moescope_publish::spawn`]) feed the sink like any other.
+impl moescope_publish::Sink for OtelSink {
     fn publish(&mut self, publication: &Publication) {
         OtelSink::publish(self, publication);
     }
@@ -161,15 +163,13 @@ impl Drop for OtelSink {
 fn build_round(publication: &Publication) -> Round {
     let mut by_metric: Vec<BTreeMap<&[String], f64>> = vec![BTreeMap::new(); CATALOGUE.len()];
     for sample in &publication.samples {
-        let Some(descriptor) = CATALOGUE.get(sample.metric) else {
-            continue;
-        };
+        let descriptor = sample.metric.descriptor();
         if !sample.value.is_finite() || sample.labels.len() != descriptor.labels.len() {
             continue;
         }
-        by_metric[sample.metric].insert(&sample.labels, sample.value);
+        by_metric[sample.metric as usize].insert(&sample.labels, sample.value);
     }
-    by_metric
+    let mut round: Round = by_metric
         .into_iter()
         .zip(CATALOGUE)
         .map(|(samples, descriptor)| {
@@ -186,7 +186,27 @@ fn build_round(publication: &Publication) -> Round {
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    for summary in &publication.summaries {
+        let descriptor = summary.metric.descriptor();
+        if summary.labels.len() != descriptor.labels.len() {
+            continue;
+        }
+        for &(q, value) in &summary.quantiles {
+            if !value.is_finite() {
+                continue;
+            }
+            let mut attributes: Vec<KeyValue> = descriptor
+                .labels
+                .iter()
+                .zip(&summary.labels)
+                .map(|(&name, v)| KeyValue::new(name, v.clone()))
+                .collect();
+            attributes.push(KeyValue::new("quantile", q.to_string()));
+            round[summary.metric as usize].push((attributes, value));
+        }
+    }
+    round
 }
 
 /// The OpenTelemetry unit for a catalogue unit word (UCUM, case-sensitive).
@@ -215,6 +235,7 @@ pub fn otel_unit(catalogue_unit: &'static str) -> &'static str {
         "ratio" => "1",
         "tokens" => "{token}",
         "experts" => "{expert}",
+        "bytes" => "By",
         other => other,
     }
 }
@@ -252,9 +273,12 @@ pub fn cardinality_view(limit: usize) -> impl Fn(&Instrument) -> Option<Stream> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moescope_export::publication::{Sample, GINI, TOKENS_TOTAL};
+    use moescope_publish::{Metric, Sample};
 
-    fn sample(metric: usize, labels: &[&str], value: f64) -> Sample {
+    const GINI: Metric = Metric::Gini;
+    const TOKENS_TOTAL: Metric = Metric::TokensTotal;
+
+    fn sample(metric: Metric, labels: &[&str], value: f64) -> Sample {
         Sample {
             metric,
             labels: labels.iter().map(|s| s.to_string()).collect(),
@@ -271,14 +295,14 @@ mod tests {
                 sample(GINI, &["m", "3", "ja"], f64::NAN),
                 sample(GINI, &["m", "3", "en"], f64::INFINITY),
                 sample(GINI, &["m", "he"], 0.3),
-                sample(CATALOGUE.len(), &["m"], 1.0),
                 sample(TOKENS_TOTAL, &["m", "he"], 7.0),
             ],
+            summaries: Vec::new(),
         };
         let round = build_round(&p);
         assert_eq!(round.len(), CATALOGUE.len());
-        assert_eq!(round[GINI].len(), 1);
-        let (attrs, value) = &round[GINI][0];
+        assert_eq!(round[GINI as usize].len(), 1);
+        let (attrs, value) = &round[GINI as usize][0];
         assert_eq!(*value, 0.2);
         let pairs: Vec<(&str, String)> = attrs
             .iter()
@@ -292,7 +316,7 @@ mod tests {
                 ("lang", "he".into())
             ]
         );
-        assert_eq!(round[TOKENS_TOTAL].len(), 1);
+        assert_eq!(round[TOKENS_TOTAL as usize].len(), 1);
         let total: usize = round.iter().map(Vec::len).sum();
         assert_eq!(total, 2);
     }
@@ -302,7 +326,7 @@ mod tests {
         for d in CATALOGUE {
             let unit = otel_unit(d.unit);
             assert!(
-                ["", "1", "s", "{bit}", "{token}", "{expert}"].contains(&unit),
+                ["", "1", "s", "By", "{bit}", "{token}", "{expert}"].contains(&unit),
                 "{}: unit {:?} has no OpenTelemetry mapping yet",
                 d.name,
                 d.unit
@@ -324,6 +348,7 @@ mod tests {
             let unit = if unit.starts_with('{') { "" } else { unit };
             let suffix = match unit {
                 "s" => "seconds",
+                "By" => "bytes",
                 "1" => "",
                 other => other,
             };

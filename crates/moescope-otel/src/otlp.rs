@@ -44,6 +44,12 @@ pub enum OtlpError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The export interval is zero.
+    #[error("invalid OTLP export interval {interval:?}: must be longer than zero")]
+    Interval {
+        /// The interval as given.
+        interval: Duration,
+    },
     /// opentelemetry-otlp rejected the exporter configuration.
     #[error("building the OTLP metric exporter failed: {0}")]
     Build(#[from] ExporterBuildError),
@@ -60,13 +66,16 @@ pub enum OtlpError {
 ///
 /// # Errors
 /// [`OtlpError::Endpoint`] when the endpoint is not a plain-HTTP URL with a host (`https`
-/// needs a TLS client, see the module docs); [`OtlpError::Build`] when opentelemetry-otlp
-/// rejects the configuration. Never panics.
+/// needs a TLS client, see the module docs); [`OtlpError::Interval`] for a zero interval;
+/// [`OtlpError::Build`] when opentelemetry-otlp rejects the configuration. Never panics.
 pub fn otlp_reader(
     endpoint: &str,
     interval: Duration,
 ) -> Result<PeriodicReader<MetricExporter>, OtlpError> {
     let url = metrics_url(endpoint)?;
+    if interval.is_zero() {
+        return Err(OtlpError::Interval { interval });
+    }
     let exporter = MetricExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)

@@ -3,11 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use moescope_export::publication::{
-    Kind, Publication, Sample, ACTIVE_EXPERTS, CATALOGUE, ENTROPY_GAP_BITS, GINI,
-    MONITOR_RECORD_SECONDS, TOKENS_TOTAL, USAGE_ENTROPY_BITS,
-};
 use moescope_otel::{otel_unit, OtelSink};
+use moescope_publish::{Kind, Metric, Publication, Sample, Summary, CATALOGUE};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Temporality,
@@ -24,7 +21,14 @@ struct Exported {
     points: BTreeMap<Vec<(String, String)>, f64>,
 }
 
-fn sample(metric: usize, labels: &[&str], value: f64) -> Sample {
+const ACTIVE_EXPERTS: Metric = Metric::ActiveExperts;
+const ENTROPY_GAP_BITS: Metric = Metric::EntropyGapBits;
+const GINI: Metric = Metric::Gini;
+const MONITOR_RECORD_SECONDS: Metric = Metric::MonitorRecordSeconds;
+const TOKENS_TOTAL: Metric = Metric::TokensTotal;
+const USAGE_ENTROPY_BITS: Metric = Metric::UsageEntropyBits;
+
+fn sample(metric: Metric, labels: &[&str], value: f64) -> Sample {
     Sample {
         metric,
         labels: labels.iter().map(|s| s.to_string()).collect(),
@@ -103,7 +107,7 @@ fn flatten(resource_metrics: &ResourceMetrics) -> BTreeMap<String, Exported> {
 fn expected(p: &Publication) -> BTreeMap<String, BTreeMap<Vec<(String, String)>, f64>> {
     let mut out: BTreeMap<String, BTreeMap<_, _>> = BTreeMap::new();
     for s in &p.samples {
-        let d = &CATALOGUE[s.metric];
+        let d = s.metric.descriptor();
         let mut key: Vec<(String, String)> = d
             .labels
             .iter()
@@ -114,6 +118,20 @@ fn expected(p: &Publication) -> BTreeMap<String, BTreeMap<Vec<(String, String)>,
         out.entry(d.name.to_string())
             .or_default()
             .insert(key, s.value);
+    }
+    for s in &p.summaries {
+        let d = s.metric.descriptor();
+        for &(q, v) in &s.quantiles {
+            let mut key: Vec<(String, String)> = d
+                .labels
+                .iter()
+                .zip(&s.labels)
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            key.push(("quantile".into(), q.to_string()));
+            key.sort();
+            out.entry(d.name.to_owned()).or_default().insert(key, v);
+        }
     }
     out
 }
@@ -130,8 +148,14 @@ fn first_round() -> Publication {
             sample(ACTIVE_EXPERTS, &["qwen3", "47", "he"], 9.0),
             sample(TOKENS_TOTAL, &["qwen3", "en"], 120_000.0),
             sample(TOKENS_TOTAL, &["qwen3", "he"], 4_096.0),
-            sample(MONITOR_RECORD_SECONDS, &["qwen3", "0.99"], 2.5e-7),
         ],
+        summaries: vec![Summary {
+            metric: MONITOR_RECORD_SECONDS,
+            labels: vec!["qwen3".into()],
+            quantiles: vec![(0.5, 1.25e-7), (0.99, 2.5e-7)],
+            count: 64,
+            sum: 1e-5,
+        }],
     }
 }
 
@@ -154,7 +178,13 @@ fn exported_points_equal_the_publication() {
         };
         assert_eq!(got.description, d.help, "{}", d.name);
         assert_eq!(got.unit, otel_unit(d.unit), "{}", d.name);
-        assert_eq!(got.kind, d.kind, "{}", d.name);
+        // A summary's quantiles are a gauge with a `quantile` attribute.
+        let kind = if d.kind == Kind::Summary {
+            Kind::Gauge
+        } else {
+            d.kind
+        };
+        assert_eq!(got.kind, kind, "{}", d.name);
         if d.kind == Kind::Counter {
             assert!(
                 got.monotonic_cumulative,
@@ -240,9 +270,8 @@ fn non_finite_values_are_never_observed() {
     round
         .samples
         .push(sample(TOKENS_TOTAL, &["qwen3", "ja"], f64::NEG_INFINITY));
-    // Malformed samples are skipped too: wrong label count, index outside the catalogue.
+    // Malformed samples are skipped too: a wrong label count.
     round.samples.push(sample(GINI, &["qwen3", "ja"], 0.5));
-    round.samples.push(sample(CATALOGUE.len(), &["qwen3"], 1.0));
     sink.publish(&round);
     let exported = collect(&provider, &exporter);
     for (name, m) in &exported {
@@ -302,12 +331,13 @@ fn cardinality_view_lifts_the_default_limit() {
             .map(|i| {
                 let (layer, expert) = ((i / 128).to_string(), (i % 128).to_string());
                 sample(
-                    moescope_export::publication::EXPERT_SELECTIONS_TOTAL,
+                    Metric::ExpertSelectionsTotal,
                     &["m", &layer, "he", &expert],
                     i as f64,
                 )
             })
             .collect(),
+        summaries: Vec::new(),
     };
     let count = |provider: &SdkMeterProvider, exporter: &InMemoryMetricExporter| {
         collect(provider, exporter)["moe_routing_expert_selections_total"]

@@ -11,7 +11,11 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use moescope_export::publication::{Publication, Sample, GINI, TOKENS_TOTAL, USAGE_ENTROPY_BITS};
+use moescope_publish::{Metric, Publication, Sample};
+
+const GINI: Metric = Metric::Gini;
+const TOKENS_TOTAL: Metric = Metric::TokensTotal;
+const USAGE_ENTROPY_BITS: Metric = Metric::UsageEntropyBits;
 use moescope_otel::{otlp_meter_provider, OtelSink};
 
 /// One request as received: request line, lower-cased headers, body.
@@ -100,7 +104,7 @@ fn serve(mut stream: TcpStream, status: &str) -> Option<Received> {
     })
 }
 
-fn sample(metric: usize, labels: &[&str], value: f64) -> Sample {
+fn sample(metric: Metric, labels: &[&str], value: f64) -> Sample {
     Sample {
         metric,
         labels: labels.iter().map(|s| s.to_string()).collect(),
@@ -120,6 +124,7 @@ fn round() -> Publication {
             sample(GINI, &["qwen3-otlp", "47", "he"], 0.6875),
             sample(TOKENS_TOTAL, &["qwen3-otlp", "he"], 4_096.0),
         ],
+        summaries: Vec::new(),
     }
 }
 
@@ -220,4 +225,8 @@ fn an_unreachable_collector_fails_the_flush_without_panicking() {
 fn https_and_garbage_endpoints_are_refused_up_front() {
     assert!(otlp_meter_provider("https://collector:4318", Duration::from_secs(5)).is_err());
     assert!(otlp_meter_provider("collector:4318", Duration::from_secs(5)).is_err());
+    // A zero interval is refused where it is given, naming it.
+    let err = otlp_meter_provider("http://collector:4318", Duration::ZERO)
+        .expect_err("zero interval refused");
+    assert!(err.to_string().contains("interval"), "{err}");
 }

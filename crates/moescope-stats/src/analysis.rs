@@ -4,7 +4,7 @@
 //!
 //! Everything here is a pure function of the snapshot. Undefined figures are `None` (JSON `null`),
 //! never NaN; no function panics on any snapshot, however inconsistent: [`analyze`] checks the
-//! snapshot first with [`validate_snapshot`] and the per-layer helpers return `None` for counts
+//! snapshot first with [`Snapshot::validate`] and the per-layer helpers return `None` for counts
 //! that do not fit the model.
 
 use std::collections::BTreeMap;
@@ -17,8 +17,9 @@ use crate::collapse::{
     collapse_score, deep_layers, middle_layers, CollapseConfig, CollapseEvidence, CollapseScore,
 };
 use crate::vector::{
-    active_experts, classify_lsi, cosine, gini, js_divergence_bits, kendall_tau_b, lsi,
-    normalized_entropy, sample_std, spearman_rho, topk_overlap, usage_entropy_bits, LsiClasses,
+    active_experts, classify_lsi, cosine_similarity, gini, js_divergence_bits, kendall_tau_b, lsi,
+    normalized_entropy, sample_std, spearman_rho, topk_overlap_ratio, usage_entropy_bits,
+    LsiClasses,
 };
 
 /// The `format` key of an analysis document.
@@ -80,122 +81,19 @@ impl fmt::Display for AnalysisError {
 
 impl std::error::Error for AnalysisError {}
 
-fn bad(field: String, problem: impl Into<String>) -> AnalysisError {
-    AnalysisError::InvalidSnapshot {
-        field,
-        problem: problem.into(),
-    }
-}
-
-fn check_number(field: String, x: f64) -> Result<(), AnalysisError> {
-    if !x.is_finite() {
-        Err(bad(field, format!("{x} is not a finite number")))
-    } else if x < 0.0 {
-        Err(bad(field, format!("{x} is negative")))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_vector(field: String, v: &[f64], e: usize) -> Result<(), AnalysisError> {
-    if v.len() != e {
-        return Err(bad(
+/// [`Snapshot::validate`] as an [`AnalysisError`]: the snapshot's counts fit its model
+/// (the one home of the snapshot invariants).
+pub(crate) fn check_snapshot(snapshot: &Snapshot) -> Result<(), AnalysisError> {
+    snapshot.validate().map_err(|e| match e {
+        moescope_core::SnapshotError::Invalid { field, reason } => AnalysisError::InvalidSnapshot {
             field,
-            format!("{} entries, model.num_experts is {e}", v.len()),
-        ));
-    }
-    for (i, x) in v.iter().enumerate() {
-        check_number(format!("{field}[{i}]"), *x)?;
-    }
-    Ok(())
-}
-
-fn check_layers(
-    path: &str,
-    layers: &[LayerCounts],
-    l: usize,
-    e: usize,
-) -> Result<(), AnalysisError> {
-    if layers.len() != l {
-        return Err(bad(
-            format!("{path}.layers"),
-            format!(
-                "{} entries, model.layers lists {l} MoE layers",
-                layers.len()
-            ),
-        ));
-    }
-    for (i, lc) in layers.iter().enumerate() {
-        let p = format!("{path}.layers[{i}]");
-        check_number(format!("{p}.tokens"), lc.tokens)?;
-        check_vector(format!("{p}.expert_tokens"), &lc.expert_tokens, e)?;
-        if let Some(ps) = &lc.prob_sum {
-            check_vector(format!("{p}.prob_sum"), ps, e)?;
-        }
-        check_number(format!("{p}.prob_tokens"), lc.prob_tokens)?;
-        if let Some(x) = lc.selection_entropy_sum_bits {
-            check_number(format!("{p}.selection_entropy_sum_bits"), x)?;
-        }
-        if let Some(x) = lc.topk_weight_sum {
-            check_number(format!("{p}.topk_weight_sum"), x)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_language(
-    path: &str,
-    lc: &LanguageCounts,
-    l: usize,
-    e: usize,
-) -> Result<(), AnalysisError> {
-    check_number(format!("{path}.tokens"), lc.tokens)?;
-    if let Some(c) = lc.chars {
-        check_number(format!("{path}.chars"), c)?;
-    }
-    if let Some(w) = lc.words {
-        check_number(format!("{path}.words"), w)?;
-    }
-    check_layers(path, &lc.layers, l, e)?;
-    if let Some(halves) = &lc.halves {
-        for (i, h) in halves.iter().enumerate() {
-            check_layers(&format!("{path}.halves[{i}]"), &h.layers, l, e)?;
-        }
-    }
-    Ok(())
-}
-
-/// Checks that a snapshot's counts fit its model: at least one routed expert and one MoE layer,
-/// 1 ≤ top_k ≤ num_experts, one layer entry per MoE layer and E numbers per vector for every
-/// language (in the window, its halves and every bucket), and no negative or non-finite number.
-///
-/// # Errors
-/// [`AnalysisError::InvalidSnapshot`] naming the first offending field by its JSON path.
-/// Never panics.
-pub fn validate_snapshot(snapshot: &Snapshot) -> Result<(), AnalysisError> {
-    let m = &snapshot.model;
-    if m.num_experts == 0 {
-        return Err(bad("model.num_experts".into(), "must be at least 1"));
-    }
-    if m.top_k == 0 || m.top_k > m.num_experts {
-        return Err(bad(
-            "model.top_k".into(),
-            format!("{} is outside 1..={}", m.top_k, m.num_experts),
-        ));
-    }
-    if m.moe_layers.is_empty() {
-        return Err(bad("model.layers".into(), "lists no MoE layer"));
-    }
-    let (l, e) = (m.moe_layers.len(), m.num_experts as usize);
-    for (name, lc) in &snapshot.languages {
-        check_language(&format!("languages.{name}"), lc, l, e)?;
-    }
-    for (i, b) in snapshot.buckets.iter().enumerate() {
-        for (name, lc) in &b.languages {
-            check_language(&format!("buckets[{i}].languages.{name}"), lc, l, e)?;
-        }
-    }
-    Ok(())
+            problem: reason,
+        },
+        other => AnalysisError::InvalidSnapshot {
+            field: other.field().unwrap_or("snapshot").to_string(),
+            problem: other.to_string(),
+        },
+    })
 }
 
 /// Mean router probability a_e = `prob_sum[e] / prob_tokens` of one layer.
@@ -267,13 +165,13 @@ pub struct PairMetrics {
     /// Δ = H_r − H_ℓ, in bits (positive: the language is more concentrated than the reference).
     pub entropy_gap_bits: Option<f64>,
     /// Cosine similarity of the usage vectors.
-    pub cosine: Option<f64>,
+    pub cosine_similarity: Option<f64>,
     /// Jensen–Shannon divergence, base 2.
     pub js_divergence_bits: Option<f64>,
     /// |TopK ∩ TopK| / K.
-    pub topk_overlap: Option<f64>,
+    pub topk_overlap_ratio: Option<f64>,
     /// Spearman ρ over experts.
-    pub spearman: Option<f64>,
+    pub spearman_rho: Option<f64>,
     /// Kendall τ-b over experts.
     pub kendall_tau_b: Option<f64>,
 }
@@ -287,10 +185,10 @@ pub fn pair_metrics(lang: &LayerCounts, reference: &LayerCounts, k: usize) -> Pa
     };
     PairMetrics {
         entropy_gap_bits: gap,
-        cosine: cosine(a, b),
+        cosine_similarity: cosine_similarity(a, b),
         js_divergence_bits: js_divergence_bits(a, b),
-        topk_overlap: topk_overlap(a, b, k),
-        spearman: spearman_rho(a, b),
+        topk_overlap_ratio: topk_overlap_ratio(a, b, k),
+        spearman_rho: spearman_rho(a, b),
         kendall_tau_b: kendall_tau_b(a, b),
     }
 }
@@ -303,6 +201,16 @@ pub enum LsiBasis {
     Probability,
     /// Usage shares p_e (probabilities missing somewhere).
     Usage,
+}
+
+impl LsiBasis {
+    /// The name used in JSON and tables: `probability` or `usage`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LsiBasis::Probability => "probability",
+            LsiBasis::Usage => "usage",
+        }
+    }
 }
 
 /// The LSI basis for a pair: `Probability` when both languages have mean router probabilities in
@@ -351,10 +259,31 @@ pub fn lsi_layer_averaged(
     reference: &LanguageCounts,
     basis: LsiBasis,
 ) -> Option<Vec<f64>> {
-    let per_layer: Vec<Vec<f64>> = lsi_per_layer(lang, reference, basis)
-        .into_iter()
-        .flatten()
-        .collect();
+    average_layers(lsi_per_layer(lang, reference, basis))
+}
+
+/// The LSI inputs of one language on `basis`, per layer in depth order (what
+/// [`lsi_per_layer`] compares): mean router probabilities or usage shares.
+pub(crate) fn lsi_inputs(lc: &LanguageCounts, basis: LsiBasis) -> Vec<Option<Vec<f64>>> {
+    lc.layers.iter().map(|l| lsi_input(l, basis)).collect()
+}
+
+/// [`lsi_layer_averaged`] from both languages' [`lsi_inputs`] (a caller comparing many
+/// languages with one reference computes the reference's once).
+pub(crate) fn lsi_layer_averaged_from(
+    lang: &[Option<Vec<f64>>],
+    reference: &[Option<Vec<f64>>],
+) -> Option<Vec<f64>> {
+    average_layers(
+        lang.iter()
+            .zip(reference)
+            .map(|(a, b)| lsi(a.as_deref()?, b.as_deref()?))
+            .collect(),
+    )
+}
+
+fn average_layers(per_layer: Vec<Option<Vec<f64>>>) -> Option<Vec<f64>> {
+    let per_layer: Vec<Vec<f64>> = per_layer.into_iter().flatten().collect();
     let first = per_layer.first()?;
     let e = first.len();
     let mut avg = vec![0.0; e];
@@ -396,6 +325,45 @@ fn min_deep_tokens(layer_sets: &[&[LayerCounts]]) -> Option<f64> {
     min
 }
 
+/// The collapse score of `lang` against `reference` (or alone when `None`) over one set of
+/// counts (a window or one bucket); `None` when either language is absent or the score is
+/// undefined. Never panics.
+pub fn collapse_score_of(
+    langs: &BTreeMap<String, LanguageCounts>,
+    lang: &str,
+    reference: Option<&str>,
+) -> Option<CollapseScore> {
+    let l = langs.get(lang)?;
+    match reference {
+        Some(r) => {
+            let r = langs.get(r)?;
+            collapse_score(&layer_entropies(l), Some(&layer_entropies(r)))
+        }
+        None => collapse_score(&layer_entropies(l), None),
+    }
+}
+
+/// The collapse score of every language other than `reference` against it in one bucket (or
+/// window): what a live reader keeps per closed bucket for the bucket spread. Languages with
+/// an undefined score are left out; empty without the reference. Never panics.
+pub fn bucket_collapse_scores(
+    langs: &BTreeMap<String, LanguageCounts>,
+    reference: &str,
+) -> BTreeMap<String, f64> {
+    let Some(r) = langs.get(reference) else {
+        return BTreeMap::new();
+    };
+    let hr = layer_entropies(r);
+    langs
+        .iter()
+        .filter(|(name, _)| name.as_str() != reference)
+        .filter_map(|(name, lc)| {
+            let s = collapse_score(&layer_entropies(lc), Some(&hr))?;
+            Some((name.clone(), s.score_bits))
+        })
+        .collect()
+}
+
 /// Collapse evidence of language `lang` against `reference` (or alone when `None`) over the
 /// snapshot's window, with the bucket spread of the score when the snapshot has buckets.
 /// An absent language gives an undefined score. Never panics.
@@ -404,16 +372,23 @@ pub fn collapse_evidence(
     lang: &str,
     reference: Option<&str>,
 ) -> CollapseEvidence {
-    let score_of = |langs: &BTreeMap<String, LanguageCounts>| -> Option<CollapseScore> {
-        let l = langs.get(lang)?;
-        match reference {
-            Some(r) => {
-                let r = langs.get(r)?;
-                collapse_score(&layer_entropies(l), Some(&layer_entropies(r)))
-            }
-            None => collapse_score(&layer_entropies(l), None),
-        }
-    };
+    let bucket_scores: Vec<f64> = snapshot
+        .buckets
+        .iter()
+        .filter_map(|b| collapse_score_of(&b.languages, lang, reference).map(|s| s.score_bits))
+        .collect();
+    collapse_evidence_with_bucket_scores(snapshot, lang, reference, &bucket_scores)
+}
+
+/// [`collapse_evidence`] with the per-bucket scores given (by a reader that computed each
+/// closed bucket's score once and kept it) instead of computed from `snapshot.buckets`.
+/// Never panics.
+pub fn collapse_evidence_with_bucket_scores(
+    snapshot: &Snapshot,
+    lang: &str,
+    reference: Option<&str>,
+    bucket_scores: &[f64],
+) -> CollapseEvidence {
     let tokens = snapshot.languages.get(lang).and_then(|l| match reference {
         Some(r) => {
             let r = snapshot.languages.get(r)?;
@@ -421,15 +396,35 @@ pub fn collapse_evidence(
         }
         None => min_deep_tokens(&[&l.layers]),
     });
-    let bucket_scores: Vec<f64> = snapshot
-        .buckets
-        .iter()
-        .filter_map(|b| score_of(&b.languages).map(|s| s.score_bits))
-        .collect();
     CollapseEvidence {
-        score: score_of(&snapshot.languages),
+        score: collapse_score_of(&snapshot.languages, lang, reference),
         min_deep_tokens: tokens,
-        bucket_score_std_bits: sample_std(&bucket_scores),
+        bucket_score_std_bits: sample_std(bucket_scores),
+    }
+}
+
+/// Mean usage entropy of one language over the deep set D and the middle set M.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DepthMeansRow {
+    /// Language tag.
+    pub lang: String,
+    /// Mean over D of the layers' usage entropy, in bits (layers with an undefined entropy left
+    /// out; `None` when none is defined).
+    pub deep_usage_entropy_bits: Option<f64>,
+    /// Mean over M likewise.
+    pub middle_usage_entropy_bits: Option<f64>,
+}
+
+/// The deep and middle means of per-layer usage entropies `h` (depth order) of `lang`.
+pub fn depth_means(lang: &str, h: &[Option<f64>]) -> DepthMeansRow {
+    let mean = |r: std::ops::Range<usize>| -> Option<f64> {
+        let v: Vec<f64> = h.get(r)?.iter().flatten().copied().collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    DepthMeansRow {
+        lang: lang.to_string(),
+        deep_usage_entropy_bits: mean(deep_layers(h.len())),
+        middle_usage_entropy_bits: mean(middle_layers(h.len())),
     }
 }
 
@@ -513,20 +508,33 @@ pub struct AnalysisConfig {
 }
 
 impl AnalysisConfig {
+    /// The default reference language.
+    pub const DEFAULT_REFERENCE: &'static str = "en";
+    /// The default LSI class threshold τ.
+    pub const DEFAULT_LSI_THRESHOLD: f64 = 0.2;
+    /// The default active-expert level α (a tenth of a uniform share).
+    pub const DEFAULT_ACTIVE_ALPHA: f64 = 0.1;
+
     /// Defaults with the given reference language.
     pub fn new(reference: impl Into<String>) -> Self {
         AnalysisConfig {
             reference: reference.into(),
-            lsi_threshold: 0.2,
+            lsi_threshold: Self::DEFAULT_LSI_THRESHOLD,
             lsi_sweep: LSI_SWEEP.to_vec(),
-            active_alpha: 0.1,
+            active_alpha: Self::DEFAULT_ACTIVE_ALPHA,
             top_k: None,
             all_pairs: false,
-            collapse: CollapseConfig::default(),
+            collapse: CollapseConfig::DEFAULT,
         }
     }
 
-    fn validate(&self) -> Result<(), AnalysisError> {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// [`AnalysisError::InvalidConfig`] naming the first setting out of range: `lsi_threshold`
+    /// and each `lsi_sweep` entry in [0, 1), `active_alpha` ≥ 0, `top_k` ≥ 1, and the collapse
+    /// settings ([`CollapseConfig::validate`]).
+    pub fn validate(&self) -> Result<(), AnalysisError> {
         let cfg = |field, problem: String| Err(AnalysisError::InvalidConfig { field, problem });
         let t = self.lsi_threshold;
         if !(t.is_finite() && (0.0..1.0).contains(&t)) {
@@ -545,20 +553,12 @@ impl AnalysisConfig {
         if self.top_k == Some(0) {
             return cfg("top_k", "must be at least 1".into());
         }
-        let c = &self.collapse;
-        if !c.theta_bits.is_finite() {
-            return cfg("theta_bits", format!("{} is not finite", c.theta_bits));
-        }
-        if !(c.min_deep_tokens.is_finite() && c.min_deep_tokens >= 0.0) {
-            return cfg(
-                "min_deep_tokens",
-                format!("{} is not ≥ 0", c.min_deep_tokens),
-            );
-        }
-        if !c.clear_ratio.is_finite() {
-            return cfg("clear_ratio", format!("{} is not finite", c.clear_ratio));
-        }
-        Ok(())
+        self.collapse
+            .validate()
+            .map_err(|e| AnalysisError::InvalidConfig {
+                field: e.field,
+                problem: e.problem,
+            })
     }
 }
 
@@ -663,7 +663,13 @@ pub struct LsiRow {
 }
 
 impl LsiRow {
-    fn new(lang: &str, reference: &str, tau: f64, basis: LsiBasis, values: Option<&[f64]>) -> Self {
+    pub(crate) fn new(
+        lang: &str,
+        reference: &str,
+        tau: f64,
+        basis: LsiBasis,
+        values: Option<&[f64]>,
+    ) -> Self {
         let c: Option<LsiClasses> = values.map(|v| classify_lsi(v, tau));
         LsiRow {
             lang: lang.into(),
@@ -726,10 +732,15 @@ pub struct CollapseRow {
     pub bucket_score_std_bits: Option<f64>,
     /// C > that standard deviation (`None` without bucket spread).
     pub above_bucket_std: Option<bool>,
+    /// The evidence these fields were computed from, for a detector to observe (not in JSON:
+    /// the fields above carry it).
+    #[serde(skip)]
+    pub evidence: CollapseEvidence,
 }
 
 impl CollapseRow {
-    fn new(lang: &str, reference: &str, ev: &CollapseEvidence, cfg: &CollapseConfig) -> Self {
+    /// The row of `lang` against `reference` from its evidence, judged with `cfg`.
+    pub fn new(lang: &str, reference: &str, ev: &CollapseEvidence, cfg: &CollapseConfig) -> Self {
         CollapseRow {
             lang: lang.into(),
             reference: reference.into(),
@@ -742,6 +753,7 @@ impl CollapseRow {
             enough_tokens: ev.enough_tokens(cfg),
             bucket_score_std_bits: ev.bucket_score_std_bits,
             above_bucket_std: ev.above_bucket_std(),
+            evidence: *ev,
         }
     }
 }
@@ -801,13 +813,13 @@ pub struct SpreadRow {
     /// Std of the entropy gap (`None` for the reference itself).
     pub entropy_gap_bits: Option<f64>,
     /// Std of the cosine similarity.
-    pub cosine: Option<f64>,
+    pub cosine_similarity: Option<f64>,
     /// Std of the JSD.
     pub js_divergence_bits: Option<f64>,
     /// Std of the top-K overlap.
-    pub topk_overlap: Option<f64>,
+    pub topk_overlap_ratio: Option<f64>,
     /// Std of Spearman ρ.
-    pub spearman: Option<f64>,
+    pub spearman_rho: Option<f64>,
     /// Std of Kendall τ-b.
     pub kendall_tau_b: Option<f64>,
 }
@@ -841,6 +853,8 @@ pub struct Analysis {
     pub lsi_sweep: Vec<LsiRow>,
     /// Per-layer LSI class counts at the configured threshold.
     pub lsi_layers: Vec<LsiLayerRow>,
+    /// Deep and middle mean usage entropy per language (sorted by language).
+    pub depth_means: Vec<DepthMeansRow>,
     /// Deep-layer collapse of each language against the reference.
     pub collapse: Vec<CollapseRow>,
     /// Split-half controls per layer, for languages with halves.
@@ -878,12 +892,12 @@ impl Analysis {
 ///
 /// # Errors
 /// [`AnalysisError::InvalidSnapshot`] when the counts do not fit the model (see
-/// [`validate_snapshot`]), [`AnalysisError::UnknownReference`] when the reference language is not
+/// [`Snapshot::validate`]), [`AnalysisError::UnknownReference`] when the reference language is not
 /// in the snapshot, [`AnalysisError::InvalidConfig`] for an out-of-range setting.
 /// Never panics.
 pub fn analyze(snapshot: &Snapshot, config: &AnalysisConfig) -> Result<Analysis, AnalysisError> {
     config.validate()?;
-    validate_snapshot(snapshot)?;
+    check_snapshot(snapshot)?;
     let langs = &snapshot.languages;
     let reference = config.reference.as_str();
     let ref_counts = langs
@@ -1000,6 +1014,10 @@ pub fn analyze(snapshot: &Snapshot, config: &AnalysisConfig) -> Result<Analysis,
         }
     }
 
+    let depth_means = langs
+        .iter()
+        .map(|(n, lc)| depth_means(n, &layer_entropies(lc)))
+        .collect();
     let spread = spread_rows(snapshot, reference, k, alpha, &label);
     let tokenization = langs.iter().map(|(n, lc)| tokenization(n, lc)).collect();
 
@@ -1033,6 +1051,7 @@ pub fn analyze(snapshot: &Snapshot, config: &AnalysisConfig) -> Result<Analysis,
         lsi: lsi_rows,
         lsi_sweep,
         lsi_layers,
+        depth_means,
         collapse,
         split_half,
         split_half_collapse,
@@ -1085,10 +1104,10 @@ fn spread_rows(
                     .collect()),
                 selection_entropy_bits: sd(lm.iter().map(|m| m.selection_entropy_bits).collect()),
                 entropy_gap_bits: sd(pm.iter().map(|m| m.entropy_gap_bits).collect()),
-                cosine: sd(pm.iter().map(|m| m.cosine).collect()),
+                cosine_similarity: sd(pm.iter().map(|m| m.cosine_similarity).collect()),
                 js_divergence_bits: sd(pm.iter().map(|m| m.js_divergence_bits).collect()),
-                topk_overlap: sd(pm.iter().map(|m| m.topk_overlap).collect()),
-                spearman: sd(pm.iter().map(|m| m.spearman).collect()),
+                topk_overlap_ratio: sd(pm.iter().map(|m| m.topk_overlap_ratio).collect()),
+                spearman_rho: sd(pm.iter().map(|m| m.spearman_rho).collect()),
                 kendall_tau_b: sd(pm.iter().map(|m| m.kendall_tau_b).collect()),
             });
         }

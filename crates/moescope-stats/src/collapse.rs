@@ -1,9 +1,24 @@
 //! Deep-layer routing collapse: the score, the evidence for one evaluation, and a detector with
 //! hysteresis for the live path.
 //!
-//! With L MoE layers in depth order (l = 0..L−1):
-//! - the deep set D is the last d layers, d = max(2, floor(L/8 + 1/2)) (at most L);
-//! - the middle set M is every l with L/4 ≤ l < 3L/4 (real division);
+//! With L MoE layers in depth order (l = 0..L−1), two disjoint layer sets:
+//! - the deep set D is the last d layers, d = max(2, floor(L/8 + 1/2)), but at most floor(L/2)
+//!   (so d = 1 for L ≤ 3; D = {0} when L = 1);
+//! - the middle set M is every l with L/4 ≤ l < 3L/4 (real division) that lies before D; when
+//!   that leaves M empty (L = 2), M is the layer just before D. M is empty only for L = 1.
+//!
+//! | L | D | M |
+//! |---|---|---|
+//! | 1 | {0} | ∅ |
+//! | 2 | {1} | {0} |
+//! | 3 | {2} | {1} |
+//! | 4 | {2, 3} | {1} |
+//! | 5 | {3, 4} | {2} |
+//! | 6 | {4, 5} | {2, 3} |
+//! | 7 | {5, 6} | {2, 3, 4} |
+//! | 8 | {6, 7} | {2, 3, 4, 5} |
+//! | 48 | 42..=47 | 12..=35 |
+//!
 //! - drop_ℓ = mean_M H_ℓ − mean_D H_ℓ, and the score C = drop_ℓ − drop_r = mean_D Δ − mean_M Δ
 //!   with Δ_l = H_r(l) − H_ℓ(l): how much the entropy gap to the reference widens at depth.
 //!   Without a reference, C = drop_ℓ.
@@ -15,19 +30,30 @@
 
 use std::ops::Range;
 
-/// The deep set D: the last d = max(2, floor(L/8 + 1/2)) of `num_layers` MoE layers (all of them
-/// when L < 2). Never panics.
+/// The deep set D: the last d = max(2, floor(L/8 + 1/2)) of `num_layers` MoE layers, at most
+/// floor(L/2) of them and at least one (module docs: the table for small L). Empty only when
+/// L = 0. Never panics.
 pub fn deep_layers(num_layers: usize) -> Range<usize> {
-    let d = ((num_layers + 4) / 8).max(2).min(num_layers);
+    let d = ((num_layers + 4) / 8)
+        .max(2)
+        .min(num_layers / 2)
+        .max(1)
+        .min(num_layers);
     (num_layers - d)..num_layers
 }
 
 /// The middle set M: depth indices l with L/4 ≤ l < 3L/4 (computed exactly as 4l ≥ L and
-/// 4l < 3L). Empty when L < 2. Never panics.
+/// 4l < 3L) that lie before the deep set; the layer just before D when that is empty. Disjoint
+/// from [`deep_layers`]; empty only when L < 2. Never panics.
 pub fn middle_layers(num_layers: usize) -> Range<usize> {
+    let deep_start = deep_layers(num_layers).start;
     let start = num_layers.div_ceil(4);
-    let end = (3 * num_layers).div_ceil(4); // first l with 4l ≥ 3L
-    start..end.max(start)
+    let end = (3 * num_layers).div_ceil(4).min(deep_start); // first l with 4l ≥ 3L, or D
+    if start < end {
+        start..end
+    } else {
+        deep_start.saturating_sub(1)..deep_start
+    }
 }
 
 /// The collapse score of one language against a reference (or alone).
@@ -109,17 +135,78 @@ pub struct CollapseConfig {
     pub clear_ratio: f64,
 }
 
+impl CollapseConfig {
+    /// The defaults, the one place they are defined: θ = 0.3 bits, 500 tokens per deep layer,
+    /// raise after 3, clear after 3 below θ·0.5.
+    pub const DEFAULT: CollapseConfig = CollapseConfig {
+        theta_bits: 0.3,
+        min_deep_tokens: 500.0,
+        raise_after: 3,
+        clear_after: 3,
+        clear_ratio: 0.5,
+    };
+
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first field out of range: `theta_bits` and `clear_ratio`
+    /// must be finite, `min_deep_tokens` finite and ≥ 0.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.theta_bits.is_finite() {
+            return Err(ConfigError::new(
+                "collapse.theta_bits",
+                format!("{} is not finite", self.theta_bits),
+            ));
+        }
+        if !(self.min_deep_tokens.is_finite() && self.min_deep_tokens >= 0.0) {
+            return Err(ConfigError::new(
+                "collapse.min_deep_tokens",
+                format!("{} is not a finite number ≥ 0", self.min_deep_tokens),
+            ));
+        }
+        if !self.clear_ratio.is_finite() {
+            return Err(ConfigError::new(
+                "collapse.clear_ratio",
+                format!("{} is not finite", self.clear_ratio),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for CollapseConfig {
     fn default() -> Self {
-        CollapseConfig {
-            theta_bits: 0.3,
-            min_deep_tokens: 500.0,
-            raise_after: 3,
-            clear_after: 3,
-            clear_ratio: 0.5,
+        CollapseConfig::DEFAULT
+    }
+}
+
+/// A setting out of range: the field (as a path, e.g. `collapse.theta_bits`) and what is
+/// wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting, e.g. `lsi_threshold` or `collapse.min_deep_tokens`.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// An error about `field`.
+    pub fn new(field: &'static str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field,
+            problem: problem.into(),
         }
     }
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid setting {}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// What one evaluation of a window says about collapse of one language against a reference.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -265,6 +352,38 @@ mod tests {
         assert_eq!(deep_layers(1), 0..1);
         assert!(middle_layers(1).is_empty());
         assert!(middle_layers(0).is_empty());
+    }
+
+    #[test]
+    fn small_models_get_disjoint_nonempty_sets() {
+        // (L, D, M) for L = 1..8, as tabulated in the module docs.
+        let table: [(usize, Range<usize>, Range<usize>); 8] = [
+            (1, 0..1, 0..0),
+            (2, 1..2, 0..1),
+            (3, 2..3, 1..2),
+            (4, 2..4, 1..2),
+            (5, 3..5, 2..3),
+            (6, 4..6, 2..4),
+            (7, 5..7, 2..5),
+            (8, 6..8, 2..6),
+        ];
+        for (l, d, m) in table {
+            assert_eq!(deep_layers(l), d, "D for L = {l}");
+            assert_eq!(middle_layers(l), m, "M for L = {l}");
+        }
+        for l in 2..=256 {
+            let (d, m) = (deep_layers(l), middle_layers(l));
+            assert!(!d.is_empty() && !m.is_empty(), "L = {l}");
+            assert!(m.end <= d.start, "L = {l}: M {m:?} overlaps D {d:?}");
+            assert_eq!(d.end, l);
+        }
+    }
+
+    #[test]
+    fn two_layer_model_is_scored() {
+        // L = 2: M = {0}, D = {1}. ℓ: 3.0 → 1.0 (drop 2.0); r: 3.0 → 2.8 (drop 0.2).
+        let s = collapse_score(&[Some(3.0), Some(1.0)], Some(&[Some(3.0), Some(2.8)])).unwrap();
+        assert!((s.score_bits - 1.8).abs() < 1e-12);
     }
 
     #[test]

@@ -26,12 +26,17 @@ pub struct DiffConfig {
     pub strict: bool,
 }
 
+impl DiffConfig {
+    /// The defaults: 0.1 bits of tolerance, not strict.
+    pub const DEFAULT: DiffConfig = DiffConfig {
+        tolerance_bits: 0.1,
+        strict: false,
+    };
+}
+
 impl Default for DiffConfig {
     fn default() -> Self {
-        DiffConfig {
-            tolerance_bits: 0.1,
-            strict: false,
-        }
+        DiffConfig::DEFAULT
     }
 }
 
@@ -101,7 +106,7 @@ impl Change {
     }
 }
 
-/// Per language and layer: the change in entropy, Gini and cosine (to the reference).
+/// Per language and layer: the change in entropy, Gini and cosine_similarity (to the reference).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerChange {
     /// The model's layer number.
@@ -117,7 +122,7 @@ pub struct LayerChange {
     /// Gini coefficient.
     pub gini: Change,
     /// Cosine similarity to the reference (`null` for the reference itself).
-    pub cosine: Change,
+    pub cosine_similarity: Change,
 }
 
 /// LSI class counts at the analysis threshold, before and after.
@@ -273,10 +278,10 @@ pub fn diff(
             let c = candidate.layer_row(lang, row.depth);
             let cos_b = base
                 .pair_row(lang, &reference, row.depth)
-                .and_then(|p| p.metrics.cosine);
+                .and_then(|p| p.metrics.cosine_similarity);
             let cos_c = candidate
                 .pair_row(lang, &reference, row.depth)
-                .and_then(|p| p.metrics.cosine);
+                .and_then(|p| p.metrics.cosine_similarity);
             layers.push(LayerChange {
                 layer: row.layer,
                 depth: row.depth,
@@ -287,7 +292,7 @@ pub fn diff(
                     c.and_then(|c| c.metrics.usage_entropy_bits),
                 ),
                 gini: Change::new(row.metrics.gini, c.and_then(|c| c.metrics.gini)),
-                cosine: Change::new(cos_b, cos_c),
+                cosine_similarity: Change::new(cos_b, cos_c),
             });
         }
     }

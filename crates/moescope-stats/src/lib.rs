@@ -19,6 +19,8 @@
 //! - [`analysis`]: snapshot-level rows and [`analyze`], whose [`Analysis`] serializes to the
 //!   `moescope.analysis/v1` JSON document; [`diff`](diff()) compares two analyses.
 //! - [`collapse`]: [`collapse_score`] and the stateful [`CollapseDetector`] for the live path.
+//! - [`live`]: [`live_analysis`], the figures a publisher publishes each round and nothing
+//!   more, equal to the offline analysis's figures of the same names.
 //!
 //! ```
 //! use moescope_core::Snapshot;
@@ -52,26 +54,32 @@
 pub mod analysis;
 pub mod collapse;
 pub mod diff;
+pub mod live;
 pub mod vector;
 
 pub use analysis::{
-    analyze, collapse_evidence, layer_entropies, layer_metrics, lsi_basis, lsi_layer_averaged,
+    analyze, bucket_collapse_scores, collapse_evidence, collapse_evidence_with_bucket_scores,
+    collapse_score_of, depth_means, layer_entropies, layer_metrics, lsi_basis, lsi_layer_averaged,
     lsi_per_layer, mean_router_probability, mean_topk_weight, pair_metrics, selection_entropy_bits,
-    split_half_collapse_evidence, tokenization, validate_snapshot, Analysis, AnalysisConfig,
-    AnalysisError, CollapseRow, LayerMetrics, LayerRow, LsiBasis, LsiLayerRow, LsiRow, ModelInfo,
+    split_half_collapse_evidence, tokenization, Analysis, AnalysisConfig, AnalysisError,
+    CollapseRow, DepthMeansRow, LayerMetrics, LayerRow, LsiBasis, LsiLayerRow, LsiRow, ModelInfo,
     PairMetrics, PairRow, SettingsEcho, SplitHalfCollapseRow, SplitHalfRow, SpreadRow,
     TokenizationRow, Window, ANALYSIS_FORMAT, LSI_SWEEP,
 };
 pub use collapse::{
     collapse_score, deep_layers, middle_layers, CollapseConfig, CollapseDetector, CollapseEvidence,
-    CollapseScore,
+    CollapseScore, ConfigError,
 };
 pub use diff::{
     diff, AnalysisDiff, Change, CollapseChange, CollapseStatus, DiffConfig, DiffError, LayerChange,
     LsiChange, LsiCounts, DIFF_FORMAT,
 };
+pub use live::{
+    live_analysis, LanguagePairRow, LanguageSelection, LayerDetail, LayerSelection, LiveAnalysis,
+    LiveConfig,
+};
 pub use vector::{
-    active_experts, average_ranks, classify_lsi, cosine, gini, js_divergence_bits, kendall_tau_b,
-    lsi, normalize, normalized_entropy, sample_std, spearman_rho, topk_indices, topk_overlap,
-    total_mass, usage_entropy_bits, LsiClasses,
+    active_experts, average_ranks, classify_lsi, cosine_similarity, gini, js_divergence_bits,
+    kendall_tau_b, kendall_tau_b_pairwise, lsi, normalize, normalized_entropy, sample_std,
+    spearman_rho, topk_indices, topk_overlap_ratio, total_mass, usage_entropy_bits, LsiClasses,
 };

@@ -170,7 +170,12 @@ fn planted_collapse_is_flagged_controls_are_not() {
             "{gap_deep} {gap_mid}"
         );
         // Cosine to English drops in the deep layers.
-        let cos_deep = a.pair_row("he", "en", 15).unwrap().metrics.cosine.unwrap();
+        let cos_deep = a
+            .pair_row("he", "en", 15)
+            .unwrap()
+            .metrics
+            .cosine_similarity
+            .unwrap();
         assert!(cos_deep < 0.75, "{cos_deep}");
     }
 }

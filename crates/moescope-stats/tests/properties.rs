@@ -60,7 +60,7 @@ proptest! {
 
     #[test]
     fn cosine_with_itself_is_one(v in counts()) {
-        match cosine(&v, &v) {
+        match cosine_similarity(&v, &v) {
             Some(c) => prop_assert!((c - 1.0).abs() < 1e-12, "cos = {c}"),
             None => prop_assert!(v.iter().all(|x| *x == 0.0)),
         }
@@ -68,8 +68,8 @@ proptest! {
 
     #[test]
     fn cosine_symmetric_and_bounded((a, b) in pair()) {
-        prop_assert_eq!(cosine(&a, &b), cosine(&b, &a));
-        if let Some(c) = cosine(&a, &b) {
+        prop_assert_eq!(cosine_similarity(&a, &b), cosine_similarity(&b, &a));
+        if let Some(c) = cosine_similarity(&a, &b) {
             prop_assert!((0.0..=1.0).contains(&c));
         }
     }
@@ -114,11 +114,11 @@ proptest! {
 
     #[test]
     fn topk_overlap_bounded((a, b) in pair(), k in 0usize..80) {
-        if let Some(o) = topk_overlap(&a, &b, k) {
+        if let Some(o) = topk_overlap_ratio(&a, &b, k) {
             prop_assert!((0.0..=1.0).contains(&o));
-            prop_assert_eq!(Some(o), topk_overlap(&b, &a, k));
+            prop_assert_eq!(Some(o), topk_overlap_ratio(&b, &a, k));
         }
-        if let Some(o) = topk_overlap(&a, &a, k) {
+        if let Some(o) = topk_overlap_ratio(&a, &a, k) {
             prop_assert_eq!(o, 1.0);
         }
     }
@@ -130,9 +130,9 @@ proptest! {
         prop_assert!(finite(normalized_entropy(&a)));
         prop_assert!(finite(gini(&a)));
         let _ = active_experts(&a, alpha);
-        prop_assert!(finite(cosine(&a, &b)));
+        prop_assert!(finite(cosine_similarity(&a, &b)));
         prop_assert!(finite(js_divergence_bits(&a, &b)));
-        prop_assert!(finite(topk_overlap(&a, &b, k)));
+        prop_assert!(finite(topk_overlap_ratio(&a, &b, k)));
         prop_assert!(finite(spearman_rho(&a, &b)));
         prop_assert!(finite(kendall_tau_b(&a, &b)));
         prop_assert!(finite(sample_std(&a)));

@@ -157,17 +157,17 @@ fn per_layer_rows_and_pairs_by_hand() {
     assert_eq!(m.active_experts, Some(2));
     assert_eq!(m.selection_entropy_bits, Some(0.5));
     // Pair at layer 10: en p = (0.25, 0.75, 0): H_en = 0.811278, gap = 0.811278 − 1 = −0.188722.
-    // cosine((2,2,0),(1,3,0)) = 8/(√8·√10) = 0.894427.
+    // cosine_similarity((2,2,0),(1,3,0)) = 8/(√8·√10) = 0.894427.
     // JSD: m = (0.375, 0.625, 0): H(m) = 0.954434; JSD = 0.954434 − (1 + 0.811278)/2 = 0.048795.
     // top-1: he → expert 0 (tie to lower index), en → expert 1: overlap 0.
     // Spearman: ranks he (2.5, 2.5, 1), en (2, 3, 1): ρ = 0.866025.
     // Kendall: pairs (0,1): tied in he; (0,2), (1,2): concordant: 2/√(2·3) = 0.816497.
     let p = a.pair_row("he", "en", 0).unwrap().metrics;
     assert!(close(p.entropy_gap_bits.unwrap(), -0.188_722));
-    assert!(close(p.cosine.unwrap(), 0.894_427));
+    assert!(close(p.cosine_similarity.unwrap(), 0.894_427));
     assert!(close(p.js_divergence_bits.unwrap(), 0.048_795));
-    assert_eq!(p.topk_overlap, Some(0.0));
-    assert!(close(p.spearman.unwrap(), 0.866_025));
+    assert_eq!(p.topk_overlap_ratio, Some(0.0));
+    assert!(close(p.spearman_rho.unwrap(), 0.866_025));
     assert!(close(p.kendall_tau_b.unwrap(), 0.816_497));
 }
 
@@ -217,7 +217,7 @@ fn empty_language_gives_nulls_not_nan() {
     assert!(c["score_bits"].is_null());
     assert_eq!(c["collapsed"], false);
     assert!(j["lsi"][0]["lang_specific"].is_null());
-    assert!(j["pairs"][0]["cosine"].is_null());
+    assert!(j["pairs"][0]["cosine_similarity"].is_null());
 }
 
 #[test]
@@ -233,22 +233,18 @@ fn invalid_snapshots_name_the_field() {
     let err = analyze(&unchecked(v.clone()), &AnalysisConfig::new("en")).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid snapshot: languages.en.layers[1].expert_tokens: 3 entries, model.num_experts is 2"
+        "invalid snapshot: languages.en.layers[1].expert_tokens: expected 2 numbers (model.num_experts), found 3"
     );
     v["languages"]["en"]["layers"][1]["expert_tokens"] = json!([1, -1]);
-    let err = validate_snapshot(&unchecked(v.clone())).unwrap_err();
+    let err = analyze(&unchecked(v.clone()), &AnalysisConfig::new("en")).unwrap_err();
     assert!(
         err.to_string()
-            .contains("languages.en.layers[1].expert_tokens[1]: -1 is negative"),
+            .contains("languages.en.layers[1].expert_tokens[1]: "),
         "{err}"
     );
     v["languages"]["en"]["layers"] = json!([{ "tokens": 2, "expert_tokens": [1, 1] }]);
-    let err = validate_snapshot(&unchecked(v.clone())).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("languages.en.layers: 1 entries, model.layers lists 2"),
-        "{err}"
-    );
+    let err = analyze(&unchecked(v.clone()), &AnalysisConfig::new("en")).unwrap_err();
+    assert!(err.to_string().contains("languages.en.layers: "), "{err}");
     v["languages"]["en"]["layers"] =
         json!([{ "tokens": 2, "expert_tokens": [1, 1] }, { "tokens": 2, "expert_tokens": [1, 1] }]);
     let err = analyze(&unchecked(v.clone()), &AnalysisConfig::new("he")).unwrap_err();
@@ -257,7 +253,7 @@ fn invalid_snapshots_name_the_field() {
         "reference language \"he\" is not in the snapshot (languages: en)"
     );
     v["model"]["top_k"] = json!(3);
-    let err = validate_snapshot(&unchecked(v)).unwrap_err();
+    let err = analyze(&unchecked(v), &AnalysisConfig::new("en")).unwrap_err();
     assert!(err.to_string().contains("model.top_k"), "{err}");
     let mut cfg = AnalysisConfig::new("en");
     cfg.lsi_threshold = 1.5;
@@ -314,7 +310,7 @@ fn spread_across_buckets() {
         .find(|r| r.lang == "en" && r.depth == 0)
         .unwrap();
     assert_eq!(en0.usage_entropy_bits, Some(0.0));
-    assert_eq!(en0.cosine, None); // no pair metrics for the reference itself
+    assert_eq!(en0.cosine_similarity, None); // no pair metrics for the reference itself
 }
 
 /// E = 4, K = 1, L = 8 (M = depths 2..6, D = depths 6, 7); `he_deep` is Hebrew's deep layers.
@@ -357,7 +353,7 @@ fn diff_repaired_and_introduced() {
     // Gini one-hot over 4 = 0.75 → 0.
     assert!(close(deep.gini.delta.unwrap(), -0.75));
     // Cosine (1,0,0,0)·uniform = 0.5 → 1.
-    assert!(close(deep.cosine.delta.unwrap(), 0.5));
+    assert!(close(deep.cosine_similarity.delta.unwrap(), 0.5));
 
     let d = diff(&cpt, &base, &DiffConfig::default()).unwrap();
     assert!(d.regression);

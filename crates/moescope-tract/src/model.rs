@@ -1,112 +1,36 @@
-//! [`MoeModel`]: an ONNX MoE model loaded with tract, its routers exposed as extra outputs.
-//!
-//! Loading: parse the protobuf, find the routers ([`crate::detect`]), translate with
-//! tract-onnx, add each router's logits (and its `TopK` indices, when the graph has one) to
-//! the model's outputs, and only then optimize, so fusion cannot remove them. Running gives
-//! [`MoeOutputs`]: the model's own outputs, then the routers'. Recording hands each MoE layer's
-//! top-k ids and logits to a [`Recorder`] with each token's language.
+//! [`MoeModel`]: an ONNX MoE model loaded with tract, its routers exposed as extra outputs;
+//! running it ([`MoeModel::run`]) and recording its routing ([`MoeModel::record`]) are
+//! separate steps, so a recording problem never costs the caller the model's output.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use moescope_core::{LangId, Languages, Recorded, Recorder, RouterBatch, Segment};
-use moescope_core::{ModelSpec, RecordError};
+use moescope_core::{ExpertId, Languages, ModelSpec, Recorded, Recorder, RouterBatch};
 use tract_onnx::prelude::*;
 
-use crate::detect::{layer_number, Found, GraphIndex, RouterSelector};
+use crate::detect::{RouterSelector, Scoring};
+use crate::inputs::{lay_out, InputLayout, ModelInputs, TokenBatch};
+use crate::load::chain;
+use crate::{clear_upper_simd_state, Error};
 
-/// Why a model could not be loaded, run or recorded. Every message names the model, and the
-/// node where one is at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The file could not be read or parsed, or tract could not translate or optimize it.
-    #[error("model {model}: {detail}")]
-    Load {
-        /// The model (file name).
-        model: String,
-        /// What went wrong, with tract's chain of causes.
-        detail: String,
-    },
-    /// The graph has an operator tract does not implement.
-    #[error(
-        "model {model}: node {node:?} uses operator {op}, which tract-onnx does not implement"
-    )]
-    UnsupportedOperator {
-        /// The model.
-        model: String,
-        /// The node.
-        node: String,
-        /// Its ONNX `op_type`.
-        op: String,
-    },
-    /// No router was found.
-    #[error("model {model}: no router found ({how}); name the router tensors explicitly")]
-    NoRouter {
-        /// The model.
-        model: String,
-        /// How they were searched for.
-        how: String,
-    },
-    /// An explicitly named router is not in the graph.
-    #[error("model {model}: router {name:?} is neither a tensor nor a node of the graph")]
-    RouterNotFound {
-        /// The model.
-        model: String,
-        /// The name given.
-        name: String,
-    },
-    /// A router's output does not have the expected shape.
-    #[error("model {model}: router node {node:?} ({tensor}): {detail}")]
-    ShapeMismatch {
-        /// The model.
-        model: String,
-        /// The node producing the router logits.
-        node: String,
-        /// The router-logits tensor.
-        tensor: String,
-        /// What was expected and found.
-        detail: String,
-    },
-    /// The model's spec does not match the graph.
-    #[error("model {model}: {detail}")]
-    SpecMismatch {
-        /// The model.
-        model: String,
-        /// The mismatch.
-        detail: String,
-    },
-    /// Running the model failed.
-    #[error("model {model}: run failed: {detail}")]
-    Run {
-        /// The model.
-        model: String,
-        /// tract's error chain.
-        detail: String,
-    },
-    /// The recorder rejected a layer's batch (a language list of the wrong length, say).
-    #[error("model {model}: recording router node {node:?}: {source}")]
-    Record {
-        /// The model.
-        model: String,
-        /// The router node.
-        node: String,
-        /// The recorder's error.
-        source: RecordError,
-    },
-}
-
-/// How [`MoeModel::load`] finds the routers and names the model.
+/// How [`MoeModel::load`] finds the routers, names the model and shapes its inputs.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// How to find the routers (default: graph shape).
     pub routers: RouterSelector,
     /// The `model` label (default: the file's parent folder name, or its stem).
     pub name: Option<String>,
-    /// The model's spec (say from its Hugging Face `config.json`); checked against the graph.
-    /// Default: built from the graph (E from the router's shape, k from its `TopK`).
+    /// The model's spec (say from its Hugging Face `config.json`); checked against the graph,
+    /// and the source of the MoE layer numbers. Default: built from the graph (E from the
+    /// router's shape, k from its `TopK`, layer numbers from node metadata or names).
     pub spec: Option<ModelSpec>,
     /// Experts per token, when the graph has no `TopK` after the routers and no spec is given.
     pub top_k: Option<usize>,
+    /// Pin the token axis of every input to this length (and the batch axis to 1) before
+    /// tract types the graph. For exports that tract cannot type with symbolic shapes (a
+    /// causal mask built from the sequence length, say); batches are padded to this length
+    /// and the pad tokens are never recorded.
+    pub fixed_tokens: Option<usize>,
 }
 
 /// One MoE layer's router, as found in the graph.
@@ -114,190 +38,55 @@ pub struct LoadOptions {
 pub struct RouterNode {
     /// The MoE layer's depth index (0..L).
     pub index: usize,
-    /// The model's own layer number (from the node name, or the depth index).
+    /// The model's own layer number (from the spec, node metadata, node names, or depth).
     pub layer_number: u32,
     /// The router-logits tensor (ONNX name).
     pub tensor: String,
     /// The node producing it.
     pub node: String,
-    /// The `TopK` indices tensor downstream of it, when the graph has one: recorded as the
-    /// model's own routing decision.
+    /// The gate node (the router's `MatMul`/`Gemm`).
+    pub gate: String,
+    /// The routing decision's ids tensor (the final `TopK`'s indices), when the graph has
+    /// one: recorded as the model's own routing decision.
     pub topk_ids: Option<String>,
+    /// The selection-scores tensor recorded, when it is not the logits.
+    pub scores: Option<String>,
+    /// How the scores relate to the logits.
+    pub scoring: Scoring,
+}
+
+/// Output slots of one router.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slots {
+    pub logits: usize,
+    pub scores: Option<usize>,
+    pub ids: Option<usize>,
 }
 
 /// An ONNX MoE model ready to run, with its routers as extra outputs.
 #[derive(Debug, Clone)]
 pub struct MoeModel {
-    name: String,
-    path: PathBuf,
-    plan: Arc<TypedRunnableModel>,
-    model_outputs: usize,
-    routers: Vec<RouterNode>,
-    /// Output index of each router's TopK indices, when exposed.
-    ids_output: Vec<Option<usize>>,
-    spec: ModelSpec,
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) plan: Arc<TypedRunnableModel>,
+    pub(crate) model_outputs: usize,
+    pub(crate) routers: Vec<RouterNode>,
+    pub(crate) slots: Vec<Slots>,
+    pub(crate) spec: ModelSpec,
+    pub(crate) layout: InputLayout,
+    pub(crate) input_names: Vec<String>,
+    pub(crate) fixed_tokens: Option<usize>,
+    pub(crate) warnings: Vec<String>,
 }
 
-fn model_name(path: &Path) -> String {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
-    if stem == "model" {
-        if let Some(dir) = path
-            .parent()
-            .and_then(|p| p.file_name())
-            .and_then(|s| s.to_str())
-        {
-            return dir.to_owned();
-        }
-    }
-    stem.to_owned()
-}
-
-fn chain(e: &TractError) -> String {
-    format!("{e:#}")
+/// Buffers [`MoeModel::record_with`] reuses between calls (no allocation once warm).
+#[derive(Clone, Debug, Default)]
+pub struct RecordScratch {
+    ids: Vec<u32>,
+    scores: Vec<f32>,
 }
 
 impl MoeModel {
-    /// Loads `path`, finds its routers and builds the optimized plan.
-    ///
-    /// # Errors
-    /// [`Error::Load`] (unreadable file, translation or optimization failure),
-    /// [`Error::UnsupportedOperator`], [`Error::NoRouter`], [`Error::RouterNotFound`],
-    /// [`Error::ShapeMismatch`] (a router that is not `… × E` with a known E, or routers with
-    /// different E), [`Error::SpecMismatch`]. Never panics.
-    pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<MoeModel, Error> {
-        let path = path.as_ref();
-        let name = options.name.clone().unwrap_or_else(|| model_name(path));
-        let load_err = |what: &str, e: TractError| Error::Load {
-            model: name.clone(),
-            detail: format!("{what}: {}", chain(&e)),
-        };
-        let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_path(path)
-            .map_err(|e| load_err(&format!("reading {}", path.display()), e))?;
-        let index = GraphIndex::new(&proto).ok_or_else(|| Error::Load {
-            model: name.clone(),
-            detail: "the ONNX file has no graph".into(),
-        })?;
-        let found = find_routers(&index, &options.routers, &name)?;
-
-        let mut model = onnx
-            .model_for_proto_model(&proto)
-            .map_err(|e| load_err("translating the graph", e))?;
-        if let Some(n) = model
-            .nodes()
-            .iter()
-            .find(|n| n.op.name().starts_with("Unimplemented("))
-        {
-            let op = n.op.name();
-            let op = op
-                .trim_start_matches("Unimplemented(")
-                .trim_end_matches(')');
-            return Err(Error::UnsupportedOperator {
-                model: name,
-                node: n.name.clone(),
-                op: op.to_owned(),
-            });
-        }
-        let mut outputs: Vec<String> = Vec::new();
-        for outlet in model.output_outlets().map_err(|e| load_err("outputs", e))? {
-            outputs.push(
-                model
-                    .outlet_label(*outlet)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{}:{}", model.node(outlet.node).name, outlet.slot)),
-            );
-        }
-        let model_outputs = outputs.len();
-        for f in &found {
-            outputs.push(f.logits.clone());
-        }
-        let mut ids_output = Vec::with_capacity(found.len());
-        for f in &found {
-            ids_output.push(f.topk_ids.as_ref().map(|t| {
-                outputs.push(t.clone());
-                outputs.len() - 1
-            }));
-        }
-        // Before optimizing: fusion may otherwise remove the intermediate outlets.
-        model
-            .select_outputs_by_name(&outputs)
-            .map_err(|e| load_err("exposing the router outputs", e))?;
-        let typed = model
-            .into_typed()
-            .map_err(|e| load_err("typing the graph", e))?;
-
-        let mut experts: Option<usize> = None;
-        for (i, f) in found.iter().enumerate() {
-            let mismatch = |detail: String| Error::ShapeMismatch {
-                model: name.clone(),
-                node: f.node.clone(),
-                tensor: f.logits.clone(),
-                detail,
-            };
-            let outlet =
-                typed.output_outlets().map_err(|e| load_err("outputs", e))?[model_outputs + i];
-            let fact = typed
-                .outlet_fact(outlet)
-                .map_err(|e| load_err("router fact", e))?;
-            if fact.datum_type != f32::datum_type() {
-                return Err(mismatch(format!(
-                    "router logits are {:?}, expected f32",
-                    fact.datum_type
-                )));
-            }
-            if fact.rank() < 2 {
-                return Err(mismatch(format!(
-                    "router logits have shape {:?}, expected tokens × experts",
-                    fact.shape
-                )));
-            }
-            let e = fact.shape[fact.rank() - 1].as_i64().ok_or_else(|| {
-                mismatch(format!(
-                    "the expert dimension of shape {:?} is not a known number",
-                    fact.shape
-                ))
-            })? as usize;
-            match experts {
-                Some(prev) if prev != e => {
-                    return Err(mismatch(format!(
-                        "{e} experts, but the routers before it have {prev}"
-                    )))
-                }
-                _ => experts = Some(e),
-            }
-        }
-        let num_experts = experts.unwrap_or(0);
-
-        let spec = build_spec(&name, &found, num_experts, options)?;
-        let optimized = typed
-            .into_optimized()
-            .map_err(|e| load_err("optimizing", e))?;
-        let plan = optimized
-            .into_runnable()
-            .map_err(|e| load_err("planning", e))?;
-        let routers = found
-            .iter()
-            .enumerate()
-            .map(|(i, f)| RouterNode {
-                index: i,
-                layer_number: spec.moe_layers[i],
-                tensor: f.logits.clone(),
-                node: f.node.clone(),
-                topk_ids: f.topk_ids.clone(),
-            })
-            .collect();
-        Ok(MoeModel {
-            name,
-            path: path.to_owned(),
-            plan,
-            model_outputs,
-            routers,
-            ids_output,
-            spec,
-        })
-    }
-
     /// The model label.
     pub fn name(&self) -> &str {
         &self.name
@@ -323,16 +112,69 @@ impl MoeModel {
         self.model_outputs
     }
 
-    /// Runs the model on `inputs` (in the model's input order).
+    /// The model's input layout, recognised at load.
+    pub fn layout(&self) -> InputLayout {
+        self.layout
+    }
+
+    /// The model's input names, in its order.
+    pub fn input_names(&self) -> &[String] {
+        &self.input_names
+    }
+
+    /// The pinned token count ([`LoadOptions::fixed_tokens`]), if any.
+    pub fn fixed_tokens(&self) -> Option<usize> {
+        self.fixed_tokens
+    }
+
+    /// What loading had to guess (layer numbers by depth, names reordered): print these.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Lays `batch` out as this model's inputs (padding as its layout needs), with the
+    /// languages of the router rows (pad rows excluded).
     ///
     /// # Errors
-    /// [`Error::Run`] with tract's message (wrong input type or shape, say).
+    /// [`Error::Batch`] when the batch does not fit: longer than the fixed length, or several
+    /// requests for a fixed-length Hugging Face layout (run them one at a time).
+    pub fn inputs(&self, batch: &TokenBatch) -> Result<ModelInputs, Error> {
+        lay_out(batch, self.layout, &self.input_names, self.fixed_tokens).map_err(|detail| {
+            Error::Batch {
+                model: self.name.clone(),
+                layout: self.layout,
+                detail,
+            }
+        })
+    }
+
+    /// Runs the model on `inputs` (in the model's input order; see [`MoeModel::inputs`]).
+    ///
+    /// # Errors
+    /// [`Error::Run`] with tract's message (wrong input type or shape, say) and, for a
+    /// wrong number of inputs, the inputs the model takes.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<MoeOutputs, Error> {
+        if inputs.len() != self.input_names.len() {
+            return Err(Error::Run {
+                model: self.name.clone(),
+                detail: format!(
+                    "{} inputs given, the model takes {} ({}, {:?} layout); build them with \
+                     MoeModel::inputs",
+                    inputs.len(),
+                    self.input_names.len(),
+                    self.input_names.join(", "),
+                    self.layout
+                ),
+            });
+        }
         let outputs = self.plan.run(inputs);
         clear_upper_simd_state();
-        let outputs = outputs.map_err(|e| Error::Run {
-            model: self.name.clone(),
-            detail: chain(&e),
+        let outputs = outputs.map_err(|e| {
+            let detail = chain(&e);
+            Error::Run {
+                model: self.name.clone(),
+                detail: format!("{detail}{}", crate::load::hint(&detail, self.fixed_tokens)),
+            }
         })?;
         Ok(MoeOutputs {
             outputs,
@@ -341,34 +183,56 @@ impl MoeModel {
         })
     }
 
-    /// The router logits of MoE layer `index` in `out`, row-major `T × E`.
+    fn mismatch(&self, r: &RouterNode, detail: String) -> Error {
+        Error::ShapeMismatch {
+            model: self.name.clone(),
+            node: r.node.clone(),
+            tensor: r.tensor.clone(),
+            detail,
+        }
+    }
+
+    fn f32_output<'a>(
+        &self,
+        out: &'a MoeOutputs,
+        r: &RouterNode,
+        slot: usize,
+    ) -> Result<&'a [f32], Error> {
+        let t = &out.outputs[slot];
+        let e = self.spec.num_experts as usize;
+        if t.shape().last() != Some(&e) {
+            return Err(self.mismatch(r, format!("output shape {:?}, expected … × {e}", t.shape())));
+        }
+        t.try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|err| self.mismatch(r, format!("not f32: {err}")))
+    }
+
+    /// The router logits of MoE layer `index` in `out`, row-major `T × E` (for routers named
+    /// by [`RouterSelector::Tensors`], the named scores).
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] if the output is not f32 with a last dimension of E.
     pub fn router_logits<'a>(&self, out: &'a MoeOutputs, index: usize) -> Result<&'a [f32], Error> {
         let r = self.router(index)?;
-        let t = &out.outputs[self.model_outputs + index];
-        let e = self.spec.num_experts as usize;
-        let mismatch = |detail: String| Error::ShapeMismatch {
-            model: self.name.clone(),
-            node: r.node.clone(),
-            tensor: r.tensor.clone(),
-            detail,
-        };
-        if t.shape().last() != Some(&e) {
-            return Err(mismatch(format!(
-                "output shape {:?}, expected … × {e}",
-                t.shape()
-            )));
-        }
-        t.try_as_plain_ram()
-            .and_then(|v| v.as_slice::<f32>())
-            .map_err(|err| mismatch(format!("not f32 logits: {err}")))
+        self.f32_output(out, r, self.slots[index].logits)
     }
 
-    /// The model's own top-k indices of MoE layer `index` (from its `TopK`), when exposed.
+    /// The selection scores of MoE layer `index` (the softmax, the sigmoid plus bias, ...;
+    /// the logits when the router has no scoring function), row-major `T × E`.
+    ///
+    /// # Errors
+    /// As [`MoeModel::router_logits`].
+    pub fn router_scores<'a>(&self, out: &'a MoeOutputs, index: usize) -> Result<&'a [f32], Error> {
+        let r = self.router(index)?;
+        let s = &self.slots[index];
+        self.f32_output(out, r, s.scores.unwrap_or(s.logits))
+    }
+
+    /// The model's own top-k indices of MoE layer `index` (from its routing `TopK`, int64),
+    /// when exposed.
     pub fn topk_ids<'a>(&self, out: &'a MoeOutputs, index: usize) -> Option<&'a [i64]> {
-        let ix = (*self.ids_output.get(index)?)?;
+        let ix = self.slots.get(index)?.ids?;
         out.outputs[ix]
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<i64>())
@@ -385,14 +249,20 @@ impl MoeModel {
         })
     }
 
-    /// Records every MoE layer of `out` into `recorder`: the model's `TopK` indices when the
-    /// graph has them (else the top-k of the logits, ties to the lower index), with the logits
-    /// for probabilities, and `languages` for the tokens. `scratch` holds computed ids between
-    /// calls (no allocation once warm).
+    /// Records every MoE layer of `out` into `recorder`: the model's routing ids when the
+    /// graph has them (else the top-k of the scores, ties to the lower index), its selection
+    /// scores for probabilities, and `languages` for the tokens. `scratch` holds computed ids
+    /// between calls; [`MoeModel::record_with`] also keeps the score buffer, so that nothing is
+    /// allocated once warm.
+    ///
+    /// A failing layer does not stop the others. The recorder counts the tokens of a batch it
+    /// rejects under its drop reason (`moe_routing_dropped_total{reason}`); the error
+    /// is returned for the caller to log (at most once per interval: see
+    /// [`FailureLog`](crate::FailureLog)). Inference results are not affected either way.
     ///
     /// # Errors
-    /// [`Error::Record`] naming the router node when the recorder rejects a batch (the
-    /// languages do not cover the tokens, say; the recorder counts it as a drop too), or
+    /// The first layer's error: [`Error::Record`] naming the router node when the recorder
+    /// rejects a batch (the languages do not cover the tokens, say), or
     /// [`Error::ShapeMismatch`] for a router output of the wrong shape.
     pub fn record(
         &self,
@@ -401,39 +271,121 @@ impl MoeModel {
         languages: Languages<'_>,
         scratch: &mut Vec<u32>,
     ) -> Result<Recorded, Error> {
+        let mut s = RecordScratch {
+            ids: std::mem::take(scratch),
+            scores: Vec::new(),
+        };
+        let result = self.record_with(recorder, out, languages, &mut s);
+        *scratch = s.ids;
+        result
+    }
+
+    /// [`MoeModel::record`] with all of its buffers kept in `scratch`.
+    ///
+    /// # Errors
+    /// As [`MoeModel::record`].
+    pub fn record_with(
+        &self,
+        recorder: &Recorder,
+        out: &MoeOutputs,
+        languages: Languages<'_>,
+        scratch: &mut RecordScratch,
+    ) -> Result<Recorded, Error> {
         let mut total = Recorded::default();
-        let k = self.spec.top_k as usize;
-        let e = self.spec.num_experts as usize;
+        let mut first = None;
         for r in &self.routers {
-            let logits = self.router_logits(out, r.index)?;
-            let result = match self.topk_ids(out, r.index) {
-                Some(ids) => {
-                    recorder.record(&RouterBatch::at_depth(r.index, ids, languages).logits(logits))
+            match self.record_layer(recorder, out, r, languages, scratch) {
+                Ok(rec) => {
+                    total.recorded += rec.recorded;
+                    total.sampled_out += rec.sampled_out;
+                    total.excluded += rec.excluded;
+                    total.dropped += rec.dropped;
                 }
-                None => {
-                    top_k_into(logits, e, k, scratch);
-                    recorder.record(
-                        &RouterBatch::at_depth(r.index, scratch.as_slice(), languages)
-                            .logits(logits),
-                    )
+                Err(e) => {
+                    first.get_or_insert(e);
                 }
-            };
-            let rec = result.map_err(|source| Error::Record {
-                model: self.name.clone(),
-                node: r.node.clone(),
-                source,
-            })?;
-            total.recorded += rec.recorded;
-            total.sampled_out += rec.sampled_out;
-            total.excluded += rec.excluded;
-            total.dropped += rec.dropped;
+            }
         }
-        Ok(total)
+        match first {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    fn record_layer(
+        &self,
+        recorder: &Recorder,
+        out: &MoeOutputs,
+        r: &RouterNode,
+        languages: Languages<'_>,
+        scratch: &mut RecordScratch,
+    ) -> Result<Recorded, Error> {
+        let (k, e) = (self.spec.top_k as usize, self.spec.num_experts as usize);
+        let scores = self.router_scores(out, r.index)?;
+        let logits = r.scoring == Scoring::Logits;
+        // Masked (−inf) and negative selection scores count as 0 (only the routed experts'
+        // scores matter for selection; the recorder refuses negative probabilities).
+        let scores = if !logits && scores.iter().any(|&x| x < 0.0) {
+            scratch.scores.clear();
+            scratch
+                .scores
+                .extend(scores.iter().map(|&x| if x < 0.0 { 0.0 } else { x }));
+            &scratch.scores[..]
+        } else {
+            scores
+        };
+        let with_scores = (scores, logits);
+        let result = match self.slots[r.index].ids.map(|ix| &out.outputs[ix]) {
+            Some(t) => match t.try_as_plain_ram() {
+                Ok(v) if v.as_slice::<i64>().is_ok() => {
+                    let ids = v.as_slice::<i64>().unwrap_or_default();
+                    record_ids(recorder, r.index, ids, languages, with_scores)
+                }
+                Ok(v) if v.as_slice::<i32>().is_ok() => {
+                    let ids = v.as_slice::<i32>().unwrap_or_default();
+                    record_ids(recorder, r.index, ids, languages, with_scores)
+                }
+                _ => {
+                    return Err(self.mismatch(
+                        r,
+                        format!(
+                            "routing ids are {:?}, expected int64 or int32",
+                            t.datum_type()
+                        ),
+                    ))
+                }
+            },
+            None => {
+                top_k_into(scores, e, k, &mut scratch.ids);
+                record_ids(recorder, r.index, &scratch.ids, languages, with_scores)
+            }
+        };
+        result.map_err(|source| Error::Record {
+            model: self.name.clone(),
+            node: r.node.clone(),
+            source,
+        })
     }
 }
 
+fn record_ids<'a, I: ExpertId>(
+    recorder: &Recorder,
+    layer: usize,
+    ids: &'a [I],
+    languages: Languages<'a>,
+    (scores, logits): (&'a [f32], bool),
+) -> Result<Recorded, moescope_core::RecordError> {
+    let batch = RouterBatch::at_depth(layer, ids, languages);
+    let batch = if logits {
+        batch.logits(scores)
+    } else {
+        batch.probabilities(scores)
+    };
+    recorder.record(&batch)
+}
+
 /// What one run returns: the model's outputs, then the routers' (read them through
-/// [`MoeModel::router_logits`] and [`MoeModel::topk_ids`]).
+/// [`MoeModel::router_logits`], [`MoeModel::router_scores`] and [`MoeModel::topk_ids`]).
 #[derive(Debug)]
 pub struct MoeOutputs {
     outputs: TVec<TValue>,
@@ -447,8 +399,7 @@ impl MoeOutputs {
         &self.outputs[..self.model_outputs]
     }
 
-    /// Every output: the model's, the router logits (one per MoE layer), then the `TopK`
-    /// indices that were exposed.
+    /// Every output: the model's, then the routers' logits, scores and ids.
     pub fn all(&self) -> &[TValue] {
         &self.outputs
     }
@@ -489,273 +440,6 @@ pub fn top_k_into(logits: &[f32], e: usize, k: usize, out: &mut Vec<u32>) {
     }
 }
 
-/// Clears the upper halves of the AVX registers after tract ran.
-///
-/// tract 0.23's AVX-512 matrix kernels return with the upper register state dirty. Until a
-/// `vzeroupper`, every legacy-SSE instruction of the thread (all scalar `f64` code compiled
-/// for baseline x86-64: the recorder's softmax, libm's `exp` and `log2`) pays a false
-/// dependency on the whole register: measured here, recording one 264-token batch with
-/// logits took 5.6 ms after a tract run and 0.24 ms after a `vzeroupper`.
-#[inline]
-#[allow(unsafe_code)] // one documented intrinsic call, below
-pub fn clear_upper_simd_state() {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx")]
-        fn zeroupper() {
-            std::arch::x86_64::_mm256_zeroupper();
-        }
-        if std::arch::is_x86_feature_detected!("avx") {
-            // SAFETY: the CPU supports AVX (checked just above), the only requirement of a
-            // `#[target_feature(enable = "avx")]` function; `_mm256_zeroupper` is an
-            // intrinsic the compiler knows, so it keeps no vector value live across it.
-            unsafe { zeroupper() }
-        }
-    }
-}
-
-fn find_routers(
-    index: &GraphIndex<'_>,
-    selector: &RouterSelector,
-    model: &str,
-) -> Result<Vec<Found>, Error> {
-    let found = match selector {
-        RouterSelector::GraphShape => {
-            let f = index.by_graph_shape();
-            if f.is_empty() {
-                return Err(Error::NoRouter {
-                    model: model.to_owned(),
-                    how: "no MatMul/Gemm reaches a TopK through Softmax/Sigmoid or element-wise \
-                          steps"
-                        .into(),
-                });
-            }
-            f
-        }
-        RouterSelector::NamePatterns(patterns) => {
-            let f = index.by_patterns(patterns);
-            if f.is_empty() {
-                return Err(Error::NoRouter {
-                    model: model.to_owned(),
-                    how: format!("no tensor or node name matches {patterns:?}"),
-                });
-            }
-            f
-        }
-        RouterSelector::Names(names) => {
-            if names.is_empty() {
-                return Err(Error::NoRouter {
-                    model: model.to_owned(),
-                    how: "the explicit router list is empty".into(),
-                });
-            }
-            let mut f = Vec::new();
-            for n in names {
-                let (tensor, node) = index.resolve(n).ok_or_else(|| Error::RouterNotFound {
-                    model: model.to_owned(),
-                    name: n.clone(),
-                })?;
-                debug_assert!(index.has_tensor(&tensor));
-                f.push(index.with_topk(tensor, node));
-            }
-            f
-        }
-    };
-    Ok(found)
-}
-
-fn build_spec(
-    name: &str,
-    found: &[Found],
-    num_experts: usize,
-    options: &LoadOptions,
-) -> Result<ModelSpec, Error> {
-    let mismatch = |detail: String| Error::SpecMismatch {
-        model: name.to_owned(),
-        detail,
-    };
-    let graph_k = found.iter().find_map(|f| f.topk_k);
-    if let Some(f) = found
-        .iter()
-        .find(|f| f.topk_k.is_some() && f.topk_k != graph_k)
-    {
-        return Err(mismatch(format!(
-            "router node {:?} selects top-{} but an earlier one top-{}",
-            f.node,
-            f.topk_k.unwrap_or(0),
-            graph_k.unwrap_or(0)
-        )));
-    }
-    if let Some(spec) = &options.spec {
-        if spec.num_experts as usize != num_experts {
-            return Err(mismatch(format!(
-                "the spec says {} experts, the router outputs have {num_experts}",
-                spec.num_experts
-            )));
-        }
-        if spec.num_moe_layers() != found.len() {
-            return Err(mismatch(format!(
-                "the spec has {} MoE layers, the graph {} routers",
-                spec.num_moe_layers(),
-                found.len()
-            )));
-        }
-        if let Some(k) = graph_k {
-            if k != spec.top_k as usize {
-                return Err(mismatch(format!(
-                    "the spec says top-{}, the graph's TopK takes {k}",
-                    spec.top_k
-                )));
-            }
-        }
-        let mut spec = spec.clone();
-        if let Some(n) = &options.name {
-            spec.name = n.clone();
-        }
-        return Ok(spec);
-    }
-    let k = graph_k.or(options.top_k).ok_or_else(|| {
-        mismatch(format!(
-            "top-k unknown: no TopK follows router node {:?}; pass LoadOptions::top_k",
-            found.first().map_or("", |f| f.node.as_str())
-        ))
-    })?;
-    let numbers: Option<Vec<u32>> = found
-        .iter()
-        .map(|f| layer_number(&f.node).or_else(|| layer_number(&f.logits)))
-        .collect();
-    let layers = match numbers {
-        Some(n) if n.windows(2).all(|w| w[0] < w[1]) => n,
-        _ => (0..found.len() as u32).collect(),
-    };
-    let to_u32 = |v: usize, what: &str| {
-        u32::try_from(v).map_err(|_| mismatch(format!("{what} {v} is too large")))
-    };
-    ModelSpec::new(
-        name,
-        to_u32(num_experts, "experts")?,
-        to_u32(k, "top-k")?,
-        layers,
-    )
-    .map_err(|e| mismatch(e.to_string()))
-}
-
-/// A batch of requests packed into one flat token stream, the layout of the bundled model
-/// (`input_ids`, `position_ids`, `segment_ids`, each `[T]` int64): positions restart and
-/// attention stays within each request. Keeps the [`Segment`]s (language, sequence id) for
-/// the recorder.
-#[derive(Clone, Debug, Default)]
-pub struct PackedBatch {
-    input_ids: Vec<i64>,
-    position_ids: Vec<i64>,
-    segment_ids: Vec<i64>,
-    segments: Vec<Segment>,
-}
-
-impl PackedBatch {
-    /// An empty batch.
-    pub fn new() -> PackedBatch {
-        PackedBatch::default()
-    }
-
-    /// Appends one request's tokens, tagged `lang`.
-    pub fn push(&mut self, tokens: &[i64], lang: LangId, sequence_id: Option<u64>) {
-        if tokens.is_empty() {
-            return;
-        }
-        let seg = self.segments.len() as i64;
-        self.input_ids.extend_from_slice(tokens);
-        self.position_ids.extend(0..tokens.len() as i64);
-        self.segment_ids
-            .extend(std::iter::repeat_n(seg, tokens.len()));
-        self.segments.push(Segment {
-            lang,
-            tokens: tokens.len() as u32,
-            sequence_id,
-        });
-    }
-
-    /// Tokens in the batch.
-    pub fn tokens(&self) -> usize {
-        self.input_ids.len()
-    }
-
-    /// Whether no token was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.input_ids.is_empty()
-    }
-
-    /// The requests, in order (for [`Languages::Segments`]).
-    pub fn segments(&self) -> &[Segment] {
-        &self.segments
-    }
-
-    /// The model inputs `input_ids`, `position_ids`, `segment_ids`.
-    pub fn inputs(&self) -> TVec<TValue> {
-        let t = self.input_ids.len();
-        let tensor = |v: &[i64]| -> TValue {
-            // A 1-D tensor from a slice of the right length cannot fail.
-            Tensor::from_shape(&[t], v)
-                .unwrap_or_else(|_| Tensor::zero::<i64>(&[t]).unwrap_or_default())
-                .into_tvalue()
-        };
-        tvec![
-            tensor(&self.input_ids),
-            tensor(&self.position_ids),
-            tensor(&self.segment_ids)
-        ]
-    }
-
-    /// Empties the batch, keeping its allocations.
-    pub fn clear(&mut self) {
-        self.input_ids.clear();
-        self.position_ids.clear();
-        self.segment_ids.clear();
-        self.segments.clear();
-    }
-}
-
-/// The same ONNX file run as plain tract, its outputs untouched and no recorder: the
-/// baseline of the overhead benchmark.
-#[derive(Debug, Clone)]
-pub struct PlainModel {
-    name: String,
-    plan: Arc<TypedRunnableModel>,
-}
-
-impl PlainModel {
-    /// Loads and optimizes `path` with tract-onnx, nothing else.
-    ///
-    /// # Errors
-    /// [`Error::Load`].
-    pub fn load(path: impl AsRef<Path>) -> Result<PlainModel, Error> {
-        let path = path.as_ref();
-        let name = model_name(path);
-        let plan = tract_onnx::onnx()
-            .model_for_path(path)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| Error::Load {
-                model: name.clone(),
-                detail: chain(&e),
-            })?;
-        Ok(PlainModel { name, plan })
-    }
-
-    /// Runs it.
-    ///
-    /// # Errors
-    /// [`Error::Run`].
-    pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, Error> {
-        let outputs = self.plan.run(inputs);
-        clear_upper_simd_state();
-        outputs.map_err(|e| Error::Run {
-            model: self.name.clone(),
-            detail: chain(&e),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,17 +464,5 @@ mod tests {
             let want: Vec<u32> = rows.chunks(6).flat_map(|r| naive(r, k)).collect();
             assert_eq!(out, want, "k = {k}");
         }
-    }
-
-    #[test]
-    fn packed_batch_restarts_positions_per_request() {
-        let mut b = PackedBatch::new();
-        b.push(&[1, 2, 3], LangId::UND, Some(7));
-        b.push(&[], LangId::UND, None);
-        b.push(&[4, 5], LangId::EXCLUDED, None);
-        assert_eq!(b.position_ids, [0, 1, 2, 0, 1]);
-        assert_eq!(b.segment_ids, [0, 0, 0, 1, 1]);
-        assert_eq!(b.segments().len(), 2);
-        assert_eq!(b.inputs()[0].shape(), &[5]);
     }
 }

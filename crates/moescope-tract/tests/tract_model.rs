@@ -247,9 +247,10 @@ fn errors_name_the_model_and_the_node() {
         },
     )
     .unwrap_err();
-    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    assert!(matches!(err, Error::BadRouterName { .. }), "{err}");
     assert!(
-        err.to_string().contains("\"model.layers.1.mlp.topk\""),
+        err.to_string().contains("\"model.layers.1.mlp.topk:1\"")
+            && err.to_string().contains("RouterSelector::Tensors"),
         "{err}"
     );
 
@@ -314,4 +315,66 @@ fn models_without_a_top_k_record_the_top_k_of_the_logits() {
         .map(|&i| i as u32)
         .collect();
     assert_eq!(ids, theirs);
+}
+
+#[test]
+fn inputs_of_no_supported_layout_are_refused_at_load_naming_both_sides() {
+    let err = MoeModel::load(data("float_input.onnx"), &LoadOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Inputs { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("x float [1, T, 8]")
+            && msg.contains("no input named input_ids")
+            && msg.contains("packed: input_ids, position_ids, segment_ids")
+            && msg.contains("Hugging Face: input_ids [B, S]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn routers_without_layer_numbers_are_numbered_by_depth_with_a_warning() {
+    let model = MoeModel::load(data("two_routers.onnx"), &LoadOptions::default()).unwrap();
+    assert_eq!(model.spec().moe_layers, [0, 1]);
+    assert_eq!(
+        model.layout(),
+        moescope_tract::InputLayout::HuggingFace {
+            attention_mask: false,
+            position_ids: false
+        }
+    );
+    let w = model.warnings().join("\n");
+    assert!(
+        w.contains("numbered 0..2 by depth") && w.contains("config.json"),
+        "{w}"
+    );
+
+    // Named out of graph order: taken in graph order, with a warning.
+    let named = MoeModel::load(
+        data("two_routers.onnx"),
+        &LoadOptions {
+            routers: RouterSelector::Names(vec!["second_gate".into(), "first_probs".into()]),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(named.routers(), model.routers());
+    assert_eq!(named.routers()[0].gate, "first_gate");
+    assert!(
+        named
+            .warnings()
+            .iter()
+            .any(|w| w.contains("out of graph order")),
+        "{:?}",
+        named.warnings()
+    );
+    // The same router twice is refused.
+    let err = MoeModel::load(
+        data("two_routers.onnx"),
+        &LoadOptions {
+            routers: RouterSelector::Names(vec!["first_gate".into(), "first_probs".into()]),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("same router"), "{err}");
 }

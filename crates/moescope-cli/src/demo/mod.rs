@@ -25,7 +25,8 @@ macro_rules! say {
 }
 
 use moescope_core::{ModelSpec, Recorder, WindowConfig};
-use moescope_export::{PublisherConfig, DEFAULT_LISTEN};
+use moescope_prometheus::DEFAULT_LISTEN;
+use moescope_publish::{LanguageSelection, LayerDetail, PublisherConfig};
 
 pub mod mix;
 pub mod real;
@@ -76,6 +77,10 @@ pub struct CommonArgs {
     /// Publish the opt-in per-expert selection counters.
     #[arg(long)]
     pub expert_selections: bool,
+    /// Publish every per-layer metric (layer detail) for these languages (`all`, or tags
+    /// separated by commas); by default only the usage entropy is published per layer.
+    #[arg(long, value_name = "LANGS")]
+    pub layer_detail: Option<String>,
     /// No terminal view (for running under a test or a service manager).
     #[arg(long)]
     pub quiet: bool,
@@ -88,9 +93,26 @@ pub struct CommonArgs {
 #[derive(clap::Args, Debug)]
 #[command(next_help_heading = "Real model (without --simulate)")]
 pub struct RealArgs {
-    /// The ONNX MoE file (default: the bundled tiny Qwen3-MoE).
+    /// The ONNX MoE file (default: the bundled tiny Qwen3-MoE). Packed inputs
+    /// (`input_ids`, `position_ids`, `segment_ids`, each `[T]`) or a plain Hugging Face export
+    /// (`input_ids [B, S]`, with `attention_mask` / `position_ids` when present).
     #[arg(long, value_name = "PATH", conflicts_with = "simulate")]
     pub onnx: Option<std::path::PathBuf>,
+    /// The model's Hugging Face `config.json`: experts, top-k and the MoE layer numbers
+    /// (default: read from the graph).
+    #[arg(long, value_name = "PATH", conflicts_with = "simulate")]
+    pub config: Option<std::path::PathBuf>,
+    /// The `model` label of the metrics (default: the model's folder or file name).
+    #[arg(long, value_name = "NAME", conflicts_with = "simulate")]
+    pub name: Option<String>,
+    /// Pin the model's token axis to this length (batches are padded to it; the padding is
+    /// not recorded): for exports tract cannot type with symbolic shapes.
+    #[arg(long, value_name = "TOKENS", conflicts_with = "simulate")]
+    pub fixed_tokens: Option<usize>,
+    /// A router to record, by its gate, logits or scores tensor or node name (repeat it, one
+    /// per MoE layer; a name with `*` is a pattern). Default: found by graph shape.
+    #[arg(long = "router", value_name = "NAME", conflicts_with = "simulate")]
+    pub routers: Vec<String>,
     /// Requests per second of the built-in load generator.
     #[arg(long, default_value_t = 20.0, conflicts_with = "simulate")]
     pub rps: f64,
@@ -156,8 +178,22 @@ impl CommonArgs {
         PublisherConfig {
             reference: self.reference.clone(),
             expert_selections: self.expert_selections,
+            layer_detail: self.layer_detail(),
             interval: self.interval(),
             ..PublisherConfig::default()
+        }
+    }
+
+    /// The layer detail `--layer-detail` asks for.
+    pub fn layer_detail(&self) -> LayerDetail {
+        let languages = match self.layer_detail.as_deref() {
+            None => LanguageSelection::None,
+            Some("all") => LanguageSelection::All,
+            Some(tags) => LanguageSelection::Only(tags.split(',').map(str::to_owned).collect()),
+        };
+        LayerDetail {
+            languages,
+            ..LayerDetail::default()
         }
     }
 

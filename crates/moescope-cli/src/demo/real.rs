@@ -2,8 +2,12 @@
 //! recorded per language, the statistics at `/metrics`.
 //!
 //! - **Model:** an ONNX MoE run by tract (`moescope-tract`): the bundled tiny Qwen3-MoE
-//!   decoder unless `--onnx` names another file with the same inputs (`input_ids`,
-//!   `position_ids`, `segment_ids`); byte-level tokens.
+//!   decoder unless `--onnx` names another file, with the packed inputs (`input_ids`,
+//!   `position_ids`, `segment_ids`) or a plain Hugging Face export's (`input_ids [B, S]`,
+//!   `attention_mask`, `position_ids`); byte-level tokens. `--config`, `--name`,
+//!   `--fixed-tokens` and `--router` shape the loading (see `moescope_tract::LoadOptions`).
+//!   Running the model and recording its routing are separate: a recording failure is
+//!   counted and logged at most once per interval, and the request is answered all the same.
 //! - **Server:** `moescope-http` (hyper on its own thread, every input bounded: see its
 //!   `Limits`), on `--listen` (loopback by default). `POST /v1/route?lang=TAG` with the text as
 //!   the body runs the model on it: text over 1,024 bytes is cut at a character boundary and the
@@ -25,14 +29,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use metrics_util::MetricKindMask;
-use moescope_core::{LangId, Languages, Recorder};
-use moescope_export::{MetricsSink, Publisher};
+use moescope_core::{LangId, Languages, ModelSpec, Recorder};
 use moescope_http::{
     Event, HttpServer, Limits, Method, Request, Response, Router, StatsHandle, StatusCode,
 };
-use moescope_tract::{byte_tokens, LoadOptions, MoeModel, PackedBatch};
+use moescope_prometheus::PrometheusRender;
+use moescope_publish::Publisher;
+use moescope_tract::{
+    byte_tokens, FailureLog, InputLayout, LoadOptions, MoeModel, RouterSelector, TokenBatch,
+};
 
 use super::{sentences, CommonArgs, RealArgs};
 
@@ -68,22 +73,18 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
         .onnx
         .clone()
         .unwrap_or_else(moescope_tract::bundled_model_path);
-    let model = MoeModel::load(&path, &LoadOptions::default()).map_err(|e| e.to_string())?;
+    let model = MoeModel::load(&path, &load_options(args)?).map_err(|e| e.to_string())?;
+    for w in model.warnings() {
+        eprintln!("moescope demo: warning: {w}");
+    }
     let spec = model.spec().clone();
     let recorder = common.recorder(&spec)?;
     let interval = common.interval();
-    let prometheus = Arc::new(
-        PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::ALL, Some(interval * 3))
-            .build_recorder(),
-    );
-    let handle = prometheus.handle();
-    let publisher = Publisher::new(recorder.clone(), common.publisher_config());
-    let publisher = moescope_export::spawn(
-        publisher,
-        vec![Box::new(MetricsSink::to_recorder(prometheus))],
-    )
-    .map_err(|e| format!("cannot start the publisher: {e}"))?;
+    let handle = PrometheusRender::new(interval * 3).map_err(|e| e.to_string())?;
+    let publisher =
+        Publisher::new(recorder.clone(), common.publisher_config()).map_err(|e| e.to_string())?;
+    let publisher = moescope_publish::spawn(publisher, vec![Box::new(handle.sink())])
+        .map_err(|e| format!("cannot start the publisher: {e}"))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (jobs, queue) = mpsc::channel::<Job>();
@@ -112,7 +113,7 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
     {
         let (recorder, stop) = (recorder.clone(), stop.clone());
         threads.push(spawn("moescope-infer", move || {
-            infer_loop(&model, &recorder, &queue, &stop, max_batch)
+            infer_loop(&model, &recorder, &queue, &stop, max_batch, interval)
         })?);
     }
     if !args.no_load {
@@ -176,6 +177,31 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// How the model is loaded, from the flags.
+fn load_options(args: &RealArgs) -> Result<LoadOptions, String> {
+    let spec = match &args.config {
+        Some(path) => Some(
+            ModelSpec::from_hf_config(path)
+                .map_err(|e| format!("--config {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let routers = if args.routers.is_empty() {
+        RouterSelector::GraphShape
+    } else if args.routers.iter().any(|r| r.contains('*')) {
+        RouterSelector::NamePatterns(args.routers.clone())
+    } else {
+        RouterSelector::Names(args.routers.clone())
+    };
+    Ok(LoadOptions {
+        routers,
+        name: args.name.clone(),
+        spec,
+        top_k: None,
+        fixed_tokens: args.fixed_tokens,
+    })
+}
+
 fn spawn(
     name: &str,
     f: impl FnOnce() + Send + 'static,
@@ -186,26 +212,45 @@ fn spawn(
         .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
-/// The inference thread: batch what is queued, run once, record, answer.
+/// The inference thread: batch what is queued, run once, record, answer. A recording
+/// failure never fails the requests: the recorder counts the dropped tokens
+/// (`moe_routing_dropped_total{reason}`) and the error is logged at most once per
+/// `interval`.
 fn infer_loop(
     model: &MoeModel,
     recorder: &Recorder,
     queue: &Receiver<Job>,
     stop: &AtomicBool,
     max_batch_tokens: usize,
+    interval: Duration,
 ) {
-    let mut batch = PackedBatch::new();
+    // A fixed-length Hugging Face export takes one request per run; a fixed-length packed
+    // one takes at most that many tokens.
+    let one_per_run =
+        matches!(model.layout(), InputLayout::HuggingFace { .. }) && model.fixed_tokens().is_some();
+    let max_batch_tokens = model
+        .fixed_tokens()
+        .map_or(max_batch_tokens, |n| n.min(max_batch_tokens));
+    let mut batch = TokenBatch::new();
     let mut pending: Vec<Job> = Vec::new();
     let mut scratch = Vec::new();
+    let mut failures = FailureLog::new(interval.max(Duration::from_secs(10)));
     while !stop.load(Ordering::Relaxed) {
-        match queue.recv_timeout(Duration::from_millis(100)) {
-            Ok(job) => pending.push(job),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+        if pending.is_empty() {
+            match queue.recv_timeout(Duration::from_millis(100)) {
+                Ok(job) => pending.push(job),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
         let mut tokens = pending[0].tokens.len();
-        while tokens < max_batch_tokens {
+        let mut held = None;
+        while !one_per_run && tokens < max_batch_tokens {
             match queue.try_recv() {
+                Ok(job) if tokens + job.tokens.len() > max_batch_tokens => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => {
                     tokens += job.tokens.len();
                     pending.push(job);
@@ -217,26 +262,32 @@ fn infer_loop(
         for job in &pending {
             batch.push(&job.tokens, job.lang, Some(job.sequence_id));
         }
-        let result = model.run(batch.inputs()).and_then(|out| {
-            model.record(
-                recorder,
-                &out,
-                Languages::Segments(batch.segments()),
-                &mut scratch,
-            )?;
-            Ok(out)
-        });
+        let result = model
+            .inputs(&batch)
+            .and_then(|inputs| Ok((model.run(inputs.values)?, inputs.segments)));
         match result {
-            Ok(out) => {
+            Ok((out, segments)) => {
+                if let Err(e) =
+                    model.record(recorder, &out, Languages::Segments(&segments), &mut scratch)
+                {
+                    if let Some(line) = failures.note(&e, Instant::now()) {
+                        eprintln!("{line}");
+                    }
+                }
                 let logits = out.model_outputs()[0].to_plain_array_view::<f32>().ok();
                 let mut end = 0;
-                for job in pending.drain(..) {
+                for (row, job) in pending.drain(..).enumerate() {
                     end += job.tokens.len();
                     let next_token = logits
                         .as_ref()
                         .and_then(|l| {
-                            let row = l.index_axis(tract_ndarray_axis(), end - 1);
-                            row.iter()
+                            let last = match model.layout() {
+                                InputLayout::Packed => l.index_axis(tract_ndarray_axis(), end - 1),
+                                InputLayout::HuggingFace { .. } => l
+                                    .index_axis(tract_ndarray_axis(), row)
+                                    .index_axis_move(tract_ndarray_axis(), job.tokens.len() - 1),
+                            };
+                            last.iter()
                                 .enumerate()
                                 .max_by(|a, b| a.1.total_cmp(b.1))
                                 .map(|(i, _)| i)
@@ -255,6 +306,7 @@ fn infer_loop(
                 }
             }
         }
+        pending.extend(held);
     }
 }
 
@@ -374,22 +426,17 @@ fn router(
     detector: whatlang::Detector,
     recorder: Arc<Recorder>,
     jobs: Sender<Job>,
-    metrics: PrometheusHandle,
+    metrics: PrometheusRender,
     requests: Arc<AtomicU64>,
     server_stats: Arc<OnceLock<StatsHandle>>,
 ) -> Router {
     Router::new()
         .fast(Method::GET, "/metrics", move |_| {
-            metrics.run_upkeep();
             let mut body = metrics.render();
             if let Some(stats) = server_stats.get() {
                 body.push_str(&stats.read().to_prometheus_text());
             }
-            Response::new(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            )
+            Response::new(StatusCode::OK, PrometheusRender::CONTENT_TYPE, body)
         })
         .fast(Method::GET, "/", |_| {
             text_response(

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use moescope_core::ModelSpec;
-use moescope_export::serve_prometheus;
+use moescope_prometheus::serve_prometheus;
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use moescope_stats::deep_layers;
 

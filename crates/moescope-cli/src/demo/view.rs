@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use moescope_export::Round;
+use moescope_publish::{Metric, Round};
 
 /// Prints one screen: `header` (the mode's status line), then per language its tokens per
 /// second over the window, tokenization, middle- and deep-layer mean usage entropy, the
@@ -19,7 +19,7 @@ fn render(round: &Round, reference: &str, header: &str, clear_screen: bool) -> S
     let snap = &round.snapshot;
     let p = &round.publication;
     let model = p
-        .samples_of("moe_routing_window_tokens")
+        .samples_of(Metric::WindowTokens)
         .next()
         .map_or(snap.model.name.as_str(), |s| s.labels[0].as_str());
     let seconds = snap.window.map_or(1.0, |w| {
@@ -36,12 +36,12 @@ fn render(round: &Round, reference: &str, header: &str, clear_screen: bool) -> S
         "lang", "tokens/s", "tok/char", "tok/word", "middle H", "deep H", "score", "COLLAPSE"
     ));
     let mut langs: Vec<(&str, f64)> = p
-        .samples_of("moe_routing_window_tokens")
+        .samples_of(Metric::WindowTokens)
         .map(|s| (s.labels[1].as_str(), s.value))
         .collect();
     langs.sort_by(|a, b| a.0.cmp(b.0));
     for (tag, tokens) in langs {
-        let flag = match p.value("moe_routing_deep_collapse", &[model, tag, reference]) {
+        let flag = match p.value(Metric::DeepCollapse, &[model, tag, reference]) {
             Some(v) if v >= 1.0 => "YES",
             Some(_) => "no",
             None => "-",
@@ -50,14 +50,11 @@ fn render(round: &Round, reference: &str, header: &str, clear_screen: bool) -> S
             "{:<8} {:>9.1} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}\n",
             tag,
             tokens / seconds,
-            fmt(p.value("moe_routing_tokens_per_char", &[model, tag])),
-            fmt(p.value("moe_routing_tokens_per_word", &[model, tag])),
-            fmt(p.value("moe_routing_middle_usage_entropy_bits", &[model, tag])),
-            fmt(p.value("moe_routing_deep_usage_entropy_bits", &[model, tag])),
-            fmt(p.value(
-                "moe_routing_deep_collapse_score_bits",
-                &[model, tag, reference]
-            )),
+            fmt(p.value(Metric::TokensPerChar, &[model, tag])),
+            fmt(p.value(Metric::TokensPerWord, &[model, tag])),
+            fmt(p.value(Metric::MiddleUsageEntropyBits, &[model, tag])),
+            fmt(p.value(Metric::DeepUsageEntropyBits, &[model, tag])),
+            fmt(p.value(Metric::DeepCollapseScoreBits, &[model, tag, reference])),
             flag
         ));
     }
@@ -71,7 +68,7 @@ mod tests {
     use std::sync::Arc;
 
     use moescope_core::{Languages, ModelSpec, Recorder, RouterBatch};
-    use moescope_export::{Publisher, PublisherConfig};
+    use moescope_publish::{Publisher, PublisherConfig};
 
     #[test]
     fn one_row_per_language_with_the_published_figures() {
@@ -97,7 +94,7 @@ mod tests {
                 .unwrap();
         }
         recorder.record_text(he, 4, 1);
-        let mut publisher = Publisher::new(recorder, PublisherConfig::default());
+        let mut publisher = Publisher::new(recorder, PublisherConfig::default()).unwrap();
         let round = publisher.collect();
         let screen = render(&round, "en", "HEADER", false);
         let lines: Vec<&str> = screen.lines().collect();

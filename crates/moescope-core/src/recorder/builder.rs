@@ -1,6 +1,6 @@
 //! Building a [`Recorder`]: the spec, the window, the language cap, sampling, the clock.
 
-use std::sync::atomic::AtomicU64;
+use crate::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use super::{ReaderState, Recorder, MAX_WRITER_STRIPES};

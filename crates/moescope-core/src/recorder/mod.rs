@@ -16,8 +16,8 @@
 //! They fold the stripes into the reader-owned rolling window ([`crate::window`]), rotate it
 //! when a bucket boundary has passed, and merge its buckets into a [`Snapshot`].
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::batch::DropReason;
@@ -59,14 +59,14 @@ pub struct Recorder {
     top_k: usize,
     window: WindowConfig,
     registry: LanguageRegistry,
-    stripes: Box<[Stripe]>,
+    pub(crate) stripes: Box<[Stripe]>,
     /// Keep-thresholds per language, by epoch parity: writers read those of their stripe's
     /// epoch; the reader writes the other parity's before moving stripes to the next epoch.
-    thresholds: [Box<[AtomicU64]>; 2],
+    pub(crate) thresholds: [Box<[AtomicU64]>; 2],
     sampling: SamplingConfig,
     clock: Arc<dyn Clock>,
-    salt: u64,
-    drops: [AtomicU64; DropReason::COUNT],
+    pub(crate) salt: u64,
+    pub(crate) drops: [AtomicU64; DropReason::COUNT],
     /// Sampled durations of `record` calls, in ns. Writers only `try_lock` it (a busy
     /// histogram skips the sample); the reader drains it.
     record_times: Mutex<hdrhistogram::Histogram<u64>>,

@@ -4,8 +4,8 @@
 //! stripe in turn (waiting for a writer to let go: the reader may wait, writers never do);
 //! rotation follows the epoch protocol of [`crate::stage`].
 
+use crate::sync::atomic::Ordering;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -112,25 +112,19 @@ impl Recorder {
     /// Folds every stripe into the current bucket (waiting for writers to let go of each; the
     /// reader may wait, writers never do).
     fn fold_all(&self, st: &mut ReaderState) {
-        let live = self.live_slots();
         let mut discarded = 0;
         for stripe in self.stripes.iter() {
             let claim = stripe.claim_waiting();
             let parity = (stripe.epoch.load(Ordering::Relaxed) & 1) as usize;
-            discarded += st.ring.fold(&claim, &self.thresholds[parity], &live);
+            // Liveness is read after the claim: a writer that staged into this stripe
+            // interned its language before, so a new language is seen live here.
+            discarded += st.ring.fold(&claim, &self.thresholds[parity], |li| {
+                self.registry.is_live(li)
+            });
         }
         if discarded > 0 {
             self.count_drop(DropReason::UnknownLanguage, discarded);
         }
-    }
-
-    /// Which language slots hold a language now (`und` and `other` always).
-    fn live_slots(&self) -> Vec<bool> {
-        let mut live = vec![false; self.registry.slot_count()];
-        for (id, _) in self.registry.languages() {
-            live[id.index()] = true;
-        }
-        live
     }
 
     /// Gives back the slots of languages idle for the whole window when new tags are waiting
@@ -193,11 +187,12 @@ impl Recorder {
         }
         // 3. Fold the rest of the closing epoch and move each stripe to the next one.
         let current = &self.thresholds[(st.epoch & 1) as usize];
-        let live = self.live_slots();
         let mut discarded = 0;
         for stripe in self.stripes.iter() {
             let claim = stripe.claim_waiting();
-            discarded += st.ring.fold(&claim, current, &live);
+            discarded += st
+                .ring
+                .fold(&claim, current, |li| self.registry.is_live(li));
             stripe.epoch.store(st.epoch + 1, Ordering::Relaxed); // published by the release
         }
         if discarded > 0 {

@@ -6,7 +6,9 @@
 //! and one for batches with gate weights, router scores or sequence ids. Both resolve a run of
 //! tokens of one language the same way ([`Run::resolve`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
+
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Recorder, RECORD_TIME_SAMPLE_EVERY};
 use crate::batch::{
