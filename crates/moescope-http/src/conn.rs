@@ -309,7 +309,7 @@ pub(crate) async fn drive<T>(
         .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .half_close(half_close)
-        .keep_alive(true);
+        .keep_alive(limits.keep_alive);
     let service = {
         let shared = Arc::clone(&shared);
         let st = Arc::clone(&st);

@@ -55,13 +55,17 @@ pub struct Limits {
     /// How long [`HttpServer::stop`](crate::HttpServer::stop) (and dropping the server) waits
     /// for requests in flight before closing everything. Default 2 s.
     pub shutdown_grace: Duration,
+    /// Whether a connection may carry more than one request. With `false` every response
+    /// says `Connection: close` and the server closes the connection after it, which suits
+    /// clients that read a response to the end of the stream. Default `true`.
+    pub keep_alive: bool,
 }
 
 impl Default for Limits {
     /// `max_header_bytes` 16 KiB, `max_headers` 64, `max_uri_bytes` 4 KiB, `max_body_bytes`
     /// 64 KiB, `header_read_timeout` 10 s, `request_timeout` 30 s, `idle_timeout` 30 s,
     /// `max_connections` 256, `max_slow_in_flight` 2, `accept_backoff_max` 1 s,
-    /// `event_interval` 10 s, `shutdown_grace` 2 s.
+    /// `event_interval` 10 s, `shutdown_grace` 2 s, `keep_alive` true.
     fn default() -> Self {
         Self {
             max_header_bytes: 16 * 1024,
@@ -76,6 +80,7 @@ impl Default for Limits {
             accept_backoff_max: Duration::from_secs(1),
             event_interval: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
+            keep_alive: true,
         }
     }
 }

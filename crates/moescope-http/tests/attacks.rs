@@ -463,6 +463,27 @@ fn stop_returns_promptly_with_connections_open() {
 }
 
 #[test]
+fn without_keep_alive_a_client_reading_to_the_end_gets_it_at_once() {
+    let server = start(Limits {
+        keep_alive: false,
+        ..Limits::default()
+    });
+    let mut s = connect(server.local_addr());
+    let t = Instant::now();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert!(out.ends_with("moescope_up 1\n"), "{out}");
+}
+
+#[test]
 fn binding_a_taken_port_is_a_typed_error() {
     let server = start(Limits::default());
     let err = HttpServer::start(

@@ -125,7 +125,8 @@ pub struct PrometheusEndpoint {
 
 impl PrometheusEndpoint {
     /// Binds `addr` (e.g. [`DEFAULT_LISTEN`], or `127.0.0.1:0` for an ephemeral port) and
-    /// serves `GET /metrics` within the default [`Limits`]. Series not updated for
+    /// serves `GET /metrics` within the default [`Limits`], without keep-alive (one scrape per
+    /// connection, closed after the response, as a scraper expects). Series not updated for
     /// `idle_timeout` are dropped (publishers update every live series each round; use a few
     /// publication intervals).
     ///
@@ -134,7 +135,11 @@ impl PrometheusEndpoint {
     /// address does not resolve, the port is taken, or the thread cannot start. Nothing
     /// panics; the serving process keeps running.
     pub fn start(addr: &str, idle_timeout: Duration) -> Result<PrometheusEndpoint, EndpointError> {
-        Self::start_with_limits(addr, idle_timeout, Limits::default())
+        let limits = Limits {
+            keep_alive: false,
+            ..Limits::default()
+        };
+        Self::start_with_limits(addr, idle_timeout, limits)
     }
 
     /// [`start`](Self::start) with other HTTP [`Limits`] (connections, timeouts, sizes).
