@@ -269,10 +269,10 @@ pub struct SpreadRow {
     pub kendall_tau_b: Option<f64>,
 }
 
-/// Everything [`analyze`] computes; serializes to `moescope.analysis/v1`.
+/// Everything [`analyze`](super::analyze) computes; serializes to `moescope.analysis/v1`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Analysis {
-    /// Always [`ANALYSIS_FORMAT`].
+    /// Always [`ANALYSIS_FORMAT`](super::ANALYSIS_FORMAT).
     pub format: String,
     /// The model.
     pub model: ModelInfo,
