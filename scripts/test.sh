@@ -66,3 +66,6 @@ cargo test -p moescope --features tract --doc --locked
 
 echo "== cargo test: OTLP export (feature otlp)"
 cargo test -p moescope-otel --features otlp --locked
+
+echo "== fuzz: each cargo-fuzz target for ${MOESCOPE_FUZZ_SECONDS:-60}s (scripts/fuzz.sh; findings fail the run)"
+bash scripts/fuzz.sh "${MOESCOPE_FUZZ_SECONDS:-60}"

@@ -2,16 +2,17 @@
 //! `/metrics` endpoint serving it ([`PrometheusEndpoint`]).
 //!
 //! The render path keeps its own `metrics-exporter-prometheus` recorder (so a serving binary
-//! that installed another `metrics` recorder keeps it). The endpoint serves its rendering over
-//! plain HTTP/1.1 from one small thread, without an async runtime; it binds `127.0.0.1`
+//! that installed another `metrics` recorder keeps it). The endpoint serves its rendering with
+//! `moescope-http` (HTTP/1.1 on its own thread and small runtime, every input bounded by
+//! [`Limits`]: slow, idle or oversized clients cannot delay a scrape); it binds `127.0.0.1`
 //! unless told otherwise. A server with its own HTTP stack uses [`PrometheusRender`] alone.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+pub use moescope_http::Limits;
+use moescope_http::{HttpError, HttpServer, Method, Response, Router, ServerStats, StatusCode};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
@@ -45,6 +46,9 @@ pub enum EndpointError {
     /// The server thread could not be spawned.
     #[error("cannot start the endpoint thread: {0}")]
     Thread(std::io::Error),
+    /// The HTTP limits are out of range.
+    #[error("{0}")]
+    Http(HttpError),
     /// The publisher's configuration is out of range.
     #[error("{0}")]
     Config(moescope_publish::ConfigError),
@@ -115,59 +119,60 @@ impl std::fmt::Debug for PrometheusRender {
 
 /// A running `/metrics` endpoint. Dropping it stops the server thread.
 pub struct PrometheusEndpoint {
-    addr: SocketAddr,
     render: PrometheusRender,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: HttpServer,
 }
 
 impl PrometheusEndpoint {
     /// Binds `addr` (e.g. [`DEFAULT_LISTEN`], or `127.0.0.1:0` for an ephemeral port) and
-    /// serves `GET /metrics`. Series not updated for `idle_timeout` are dropped (publishers
-    /// update every live series each round; use a few publication intervals).
+    /// serves `GET /metrics` within the default [`Limits`]. Series not updated for
+    /// `idle_timeout` are dropped (publishers update every live series each round; use a few
+    /// publication intervals).
     ///
     /// # Errors
     /// [`EndpointError::Config`] for a zero `idle_timeout`; another [`EndpointError`] if the
     /// address does not resolve, the port is taken, or the thread cannot start. Nothing
     /// panics; the serving process keeps running.
     pub fn start(addr: &str, idle_timeout: Duration) -> Result<PrometheusEndpoint, EndpointError> {
-        let resolved: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .map_err(|source| EndpointError::Resolve {
-                addr: addr.to_owned(),
-                source,
-            })?
-            .collect();
-        let listener = TcpListener::bind(&resolved[..]).map_err(|source| EndpointError::Bind {
-            addr: addr.to_owned(),
-            source,
-        })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| EndpointError::Bind {
-                addr: addr.to_owned(),
-                source,
-            })?;
+        Self::start_with_limits(addr, idle_timeout, Limits::default())
+    }
+
+    /// [`start`](Self::start) with other HTTP [`Limits`] (connections, timeouts, sizes).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start); [`EndpointError::Http`] for a limit out of range.
+    pub fn start_with_limits(
+        addr: &str,
+        idle_timeout: Duration,
+        limits: Limits,
+    ) -> Result<PrometheusEndpoint, EndpointError> {
         let render = PrometheusRender::new(idle_timeout).map_err(EndpointError::Config)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (render, stop) = (render.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("moescope-metrics-http".into())
-                .spawn(move || serve(listener, render, stop))
-                .map_err(EndpointError::Thread)?
+        let router = {
+            let render = render.clone();
+            Router::new()
+                .fast(Method::GET, "/metrics", move |_| {
+                    Response::new(
+                        StatusCode::OK,
+                        PrometheusRender::CONTENT_TYPE,
+                        render.render(),
+                    )
+                })
+                .fast(Method::GET, "/", |_| {
+                    Response::text(StatusCode::OK, "moescope: routing health at /metrics\n")
+                })
         };
-        Ok(PrometheusEndpoint {
-            addr: local,
-            render,
-            stop,
-            thread: Some(thread),
-        })
+        let server = HttpServer::start(addr, limits, router).map_err(|e| match e {
+            HttpError::Resolve { addr, source } => EndpointError::Resolve { addr, source },
+            HttpError::Bind { addr, source } => EndpointError::Bind { addr, source },
+            HttpError::Thread(e) => EndpointError::Thread(e),
+            other => EndpointError::Http(other),
+        })?;
+        Ok(PrometheusEndpoint { render, server })
     }
 
     /// The address it listens on (the real port when started on port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 
     /// A sink that publishes into this endpoint.
@@ -184,67 +189,11 @@ impl PrometheusEndpoint {
     pub fn render_path(&self) -> &PrometheusRender {
         &self.render
     }
-}
 
-impl Drop for PrometheusEndpoint {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// The HTTP server's counters: connections, refusals, accept failures (for example when
+    /// the process ran out of file descriptors). [`ServerStats::to_prometheus_text`] renders
+    /// them as `moescope_http_*` series.
+    pub fn http_stats(&self) -> ServerStats {
+        self.server.stats()
     }
-}
-
-fn serve(listener: TcpListener, render: PrometheusRender, stop: Arc<AtomicBool>) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        // One scrape at a time; a stuck client cannot hold the thread for long.
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let _ = respond(stream, &render);
-    }
-}
-
-fn respond(stream: TcpStream, render: &PrometheusRender) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers (bounded).
-    let mut header = String::new();
-    for _ in 0..100 {
-        header.clear();
-        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
-            break;
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", PrometheusRender::CONTENT_TYPE, render.render()),
-        ("GET", "/") => (
-            "200 OK",
-            "text/plain; charset=utf-8",
-            "moescope: routing health at /metrics\n".to_owned(),
-        ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".to_owned(),
-        ),
-    };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body.as_bytes())?;
-    stream.flush()
 }

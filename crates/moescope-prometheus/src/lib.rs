@@ -31,7 +31,7 @@ pub mod sink;
 
 use std::sync::Arc;
 
-pub use endpoint::{EndpointError, PrometheusEndpoint, PrometheusRender, DEFAULT_LISTEN};
+pub use endpoint::{EndpointError, Limits, PrometheusEndpoint, PrometheusRender, DEFAULT_LISTEN};
 pub use sink::MetricsSink;
 
 use moescope_publish::{spawn, Publisher, PublisherConfig, PublisherThread};

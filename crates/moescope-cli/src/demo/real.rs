@@ -8,10 +8,14 @@
 //!   `--fixed-tokens` and `--router` shape the loading (see `moescope_tract::LoadOptions`).
 //!   Running the model and recording its routing are separate: a recording failure is
 //!   counted and logged at most once per interval, and the request is answered all the same.
-//! - **Server:** `tiny_http` (synchronous, no async runtime, four small dependencies), on
-//!   `--listen` (loopback by default). `POST /v1/route?lang=TAG` with the text as the body runs
-//!   the model on it; without `lang` (or a `Content-Language` header) the language is detected
-//!   with `whatlang`, among the `--detect` languages. `GET /metrics` serves the Prometheus exposition of the publisher's rounds.
+//! - **Server:** `moescope-http` (hyper on its own thread, every input bounded: see its
+//!   `Limits`), on `--listen` (loopback by default). `POST /v1/route?lang=TAG` with the text as
+//!   the body runs the model on it: text over 1,024 bytes is cut at a character boundary and the
+//!   cut reported (`"cut": true`); bodies over 64 KiB get `413`. Without `lang` (or a
+//!   `Content-Language` header) the language is detected with `whatlang`, among the `--detect`
+//!   languages. `GET /metrics` serves the Prometheus exposition of the publisher's rounds; it
+//!   runs on the server thread, independent of inference, which runs on at most
+//!   [`MAX_INFERENCE_IN_FLIGHT`] blocking threads (`503` beyond).
 //! - **Batching:** one inference thread packs the requests waiting in its queue into one flat
 //!   token stream (up to `--max-batch-tokens`), runs the model once, records every MoE layer
 //!   with each request's language, and answers each request.
@@ -22,10 +26,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moescope_core::{LangId, Languages, ModelSpec, Recorder};
+use moescope_http::{
+    Event, HttpServer, Limits, Method, Request, Response, Router, StatsHandle, StatusCode,
+};
 use moescope_prometheus::PrometheusRender;
 use moescope_publish::Publisher;
 use moescope_tract::{
@@ -36,6 +43,10 @@ use super::{sentences, CommonArgs, RealArgs};
 
 /// Longest request the server takes, in bytes of text (= tokens of the byte-level model).
 const MAX_REQUEST_BYTES: usize = 1024;
+
+/// Requests waiting for inference at once (each holds a blocking thread while the inference
+/// thread batches them); beyond, `503` at once.
+pub const MAX_INFERENCE_IN_FLIGHT: usize = 16;
 
 struct Job {
     tokens: Vec<i64>,
@@ -75,17 +86,28 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
     let publisher = moescope_publish::spawn(publisher, vec![Box::new(handle.sink())])
         .map_err(|e| format!("cannot start the publisher: {e}"))?;
 
-    let server = Arc::new(
-        tiny_http::Server::http(common.listen.as_str())
-            .map_err(|e| format!("cannot listen on {}: {e}", common.listen))?,
-    );
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| format!("{} is not an IP address", common.listen))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (jobs, queue) = mpsc::channel::<Job>();
     let max_batch = args.max_batch_tokens.max(1);
+    let requests = Arc::new(AtomicU64::new(0));
+    let server_stats = Arc::new(OnceLock::new());
+    let router = router(
+        detector_for(&args.detect),
+        recorder.clone(),
+        jobs,
+        handle,
+        requests.clone(),
+        server_stats.clone(),
+    );
+    let server = HttpServer::start_with_observer(
+        common.listen.as_str(),
+        server_limits(),
+        router,
+        Some(Arc::new(report_server_event)),
+    )
+    .map_err(|e| e.to_string())?;
+    let _ = server_stats.set(server.stats_handle());
+    let addr = server.local_addr();
 
     let mut threads = Vec::new();
     {
@@ -94,24 +116,6 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
             infer_loop(&model, &recorder, &queue, &stop, max_batch, interval)
         })?);
     }
-    let requests = Arc::new(AtomicU64::new(0));
-    for i in 0..2 {
-        let (server, recorder, stop, jobs, handle, requests) = (
-            server.clone(),
-            recorder.clone(),
-            stop.clone(),
-            jobs.clone(),
-            handle.clone(),
-            requests.clone(),
-        );
-        let detector = detector_for(&args.detect);
-        threads.push(spawn(&format!("moescope-http-{i}"), move || {
-            http_loop(
-                &server, &detector, &recorder, &jobs, &handle, &stop, &requests,
-            )
-        })?);
-    }
-    drop(jobs);
     if !args.no_load {
         let (stop, mix) = (stop.clone(), mix.clone());
         let (rps, tagged, seed) = (args.rps, args.tagged_share, common.seed);
@@ -165,8 +169,8 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    server.stop();
     stop.store(true, Ordering::SeqCst);
-    server.unblock();
     for t in threads {
         let _ = t.join();
     }
@@ -313,24 +317,18 @@ fn tract_ndarray_axis() -> moescope_tract::ndarray::Axis {
 /// Where a request's language came from.
 fn language_of(
     detector: &whatlang::Detector,
-    request: &tiny_http::Request,
+    request: &Request,
     text: &str,
 ) -> (String, &'static str) {
-    let from_query = request.url().split_once('?').and_then(|(_, q)| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("lang="))
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    });
-    if let Some(tag) = from_query {
+    if let Some(tag) = request.query_param("lang").filter(|v| !v.is_empty()) {
         return (tag, "tag");
     }
     if let Some(h) = request
         .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Language"))
+        .get(moescope_http::header::CONTENT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
     {
-        return (h.value.as_str().to_owned(), "tag");
+        return (h.to_owned(), "tag");
     }
     match detect(detector, text) {
         Some(tag) => (tag.to_owned(), "detected"),
@@ -402,116 +400,118 @@ fn bcp47(lang: whatlang::Lang) -> &'static str {
     }
 }
 
-fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: String) {
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
-        .unwrap_or_else(|_| {
-            tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..])
-                .expect("static header")
-        });
-    let _ = request.respond(
-        tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header),
-    );
+/// The demo server's limits: the library defaults, with room for the requests waiting to be
+/// batched.
+fn server_limits() -> Limits {
+    Limits {
+        max_slow_in_flight: MAX_INFERENCE_IN_FLIGHT,
+        ..Limits::default()
+    }
 }
 
-fn http_loop(
-    server: &tiny_http::Server,
+/// The server's rare events (for example running out of file descriptors), at most one line
+/// per kind every 10 s.
+fn report_server_event(event: &Event) {
+    eprintln!("moescope demo: http server: {event:?}");
+}
+
+fn text_response(status: StatusCode, body: &str) -> Response {
+    Response::text(status, format!("{body}\n"))
+}
+
+/// `GET /metrics` and `GET /` on the server thread, `POST /v1/route` on the inference pool.
+/// `/metrics` ends with the server's own counters (`moescope_http_*`) once `server_stats` is
+/// set.
+fn router(
+    detector: whatlang::Detector,
+    recorder: Arc<Recorder>,
+    jobs: Sender<Job>,
+    metrics: PrometheusRender,
+    requests: Arc<AtomicU64>,
+    server_stats: Arc<OnceLock<StatsHandle>>,
+) -> Router {
+    Router::new()
+        .fast(Method::GET, "/metrics", move |_| {
+            let mut body = metrics.render();
+            if let Some(stats) = server_stats.get() {
+                body.push_str(&stats.read().to_prometheus_text());
+            }
+            Response::new(StatusCode::OK, PrometheusRender::CONTENT_TYPE, body)
+        })
+        .fast(Method::GET, "/", |_| {
+            text_response(
+                StatusCode::OK,
+                "moescope demo: POST text to /v1/route?lang=TAG; routing health at /metrics",
+            )
+        })
+        .slow(Method::POST, "/v1/route", move |request| {
+            route(request, &detector, &recorder, &jobs, &requests)
+        })
+}
+
+/// `POST /v1/route`: tag or detect the language, queue the text for inference, wait for it.
+fn route(
+    request: &Request,
     detector: &whatlang::Detector,
     recorder: &Recorder,
     jobs: &Sender<Job>,
-    metrics: &PrometheusRender,
-    stop: &AtomicBool,
     requests: &AtomicU64,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(200)) else {
-            continue;
-        };
-        let path = request.url().split('?').next().unwrap_or("").to_owned();
-        match (request.method(), path.as_str()) {
-            (tiny_http::Method::Get, "/metrics") => {
-                respond(
-                    request,
-                    200,
-                    PrometheusRender::CONTENT_TYPE,
-                    metrics.render(),
-                );
-            }
-            (tiny_http::Method::Get, "/") => respond(
-                request,
-                200,
-                "text/plain; charset=utf-8",
-                "moescope demo: POST text to /v1/route?lang=TAG; routing health at /metrics\n"
-                    .into(),
-            ),
-            (tiny_http::Method::Post, "/v1/route") => {
-                let mut body = Vec::new();
-                let read = request
-                    .as_reader()
-                    .take(MAX_REQUEST_BYTES as u64 * 4)
-                    .read_to_end(&mut body);
-                let text = match (read, String::from_utf8(body)) {
-                    (Ok(_), Ok(t)) if !t.trim().is_empty() => t,
-                    _ => {
-                        respond(
-                            request,
-                            400,
-                            "text/plain",
-                            "the body must be non-empty UTF-8 text\n".into(),
-                        );
-                        continue;
-                    }
-                };
-                let (tag, source) = language_of(detector, &request, &text);
-                let lang = recorder.language(&tag);
-                let mut tokens = byte_tokens(&text);
-                tokens.truncate(MAX_REQUEST_BYTES);
-                let (reply, answer) = mpsc::channel();
-                let id = requests.fetch_add(1, Ordering::Relaxed);
-                let sent = jobs.send(Job {
-                    tokens,
-                    lang,
-                    sequence_id: id,
-                    reply,
-                });
-                let done = sent
-                    .map_err(|_| "the inference thread stopped".to_owned())
-                    .and_then(|()| {
-                        answer
-                            .recv_timeout(Duration::from_secs(30))
-                            .map_err(|_| "inference timed out".to_owned())
-                    })
-                    .and_then(|r| r);
-                match done {
-                    Ok(d) => {
-                        // Text lengths for the tokenization statistics (the tokens recorded).
-                        let counted: String = String::from_utf8_lossy(
-                            &text.as_bytes()[..text.len().min(MAX_REQUEST_BYTES)],
-                        )
-                        .into_owned();
-                        let chars = counted.chars().count() as u64;
-                        let words = counted.split_whitespace().count() as u64;
-                        recorder.record_text(lang, chars, words);
-                        let body = serde_json::json!({
-                            "lang": recorder.registry().tag(lang).map(|t| t.as_str().to_owned()),
-                            "lang_source": source,
-                            "tokens": d.tokens,
-                            "chars": chars,
-                            "words": words,
-                            "batch_tokens": d.batch_tokens,
-                            "next_token": d.next_token,
-                        });
-                        respond(request, 200, "application/json", format!("{body}\n"));
-                    }
-                    Err(e) => respond(request, 503, "text/plain", format!("{e}\n")),
-                }
-            }
-            (_, "/metrics" | "/" | "/v1/route") => {
-                respond(request, 405, "text/plain", "method not allowed\n".into())
-            }
-            _ => respond(request, 404, "text/plain", "not found\n".into()),
+) -> Response {
+    // Text over the limit is cut at a character boundary, never rejected for it.
+    let (text, cut) = match request.body_text(MAX_REQUEST_BYTES) {
+        Ok(t) if !t.text.trim().is_empty() => (t.text, t.cut),
+        Ok(_) => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                "the body must be non-empty UTF-8 text",
+            )
         }
+        Err(e) => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                &format!("the body must be non-empty UTF-8 text: {e}"),
+            )
+        }
+    };
+    let (tag, source) = language_of(detector, request, text);
+    let lang = recorder.language(&tag);
+    let tokens = byte_tokens(text);
+    let (reply, answer) = mpsc::channel();
+    let id = requests.fetch_add(1, Ordering::Relaxed);
+    let sent = jobs.send(Job {
+        tokens,
+        lang,
+        sequence_id: id,
+        reply,
+    });
+    let done = sent
+        .map_err(|_| "the inference thread stopped".to_owned())
+        .and_then(|()| {
+            answer
+                .recv_timeout(Duration::from_secs(25))
+                .map_err(|_| "inference timed out".to_owned())
+        })
+        .and_then(|r| r);
+    match done {
+        Ok(d) => {
+            // Text lengths for the tokenization statistics (the tokens recorded).
+            let chars = text.chars().count() as u64;
+            let words = text.split_whitespace().count() as u64;
+            recorder.record_text(lang, chars, words);
+            let body = serde_json::json!({
+                "lang": recorder.registry().tag(lang).map(|t| t.as_str().to_owned()),
+                "lang_source": source,
+                "tokens": d.tokens,
+                "chars": chars,
+                "words": words,
+                "cut": cut,
+                "received_bytes": request.body().len(),
+                "batch_tokens": d.batch_tokens,
+                "next_token": d.next_token,
+            });
+            Response::new(StatusCode::OK, "application/json", format!("{body}\n"))
+        }
+        Err(e) => text_response(StatusCode::SERVICE_UNAVAILABLE, &e),
     }
 }
 
