@@ -16,6 +16,7 @@ port="${SOAK_PORT:-19464}"
 prom_port="${SOAK_PROMETHEUS_PORT:-19090}"
 
 cargo build --release --locked -p moescope-cli >/dev/null
+bin="${CARGO_TARGET_DIR:-target}/release/moescope"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -25,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/moescope demo --quiet --listen "127.0.0.1:$port" --rps 20 >"$work/demo.log" 2>&1 &
+"$bin" demo --quiet --listen "127.0.0.1:$port" --rps 20 >"$work/demo.log" 2>&1 &
 demo=$!
 pids+=("$demo")
 cat >"$work/prometheus.yml" <<EOF

@@ -52,6 +52,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings (all features)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+echo "== cargo doc: every intra-doc link resolves (all features)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked --quiet
+
 echo "== loom: the stripe protocol under every interleaving (scripts/loom.sh)"
 bash scripts/loom.sh
 

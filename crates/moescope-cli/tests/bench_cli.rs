@@ -60,8 +60,8 @@ fn bench_json_reports_every_case_and_ratio() {
         let got = r["baseline_over_moescope"].as_f64().unwrap();
         assert!((got / want - 1.0).abs() < 1e-9, "{base}: {got} vs {want}");
     }
-    let targets = v["targets"].as_array().unwrap();
-    assert!(targets
+    let budgets = v["budgets"].as_array().unwrap();
+    assert!(budgets
         .iter()
         .any(|t| t["name"] == "T=64: metrics-handles / moescope"));
 }

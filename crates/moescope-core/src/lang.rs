@@ -271,7 +271,7 @@ impl TagSlot {
 /// Optionally with an allowlist ([`LanguageRegistry::with_allowlist`]): only listed tags get a
 /// slot of their own, every other valid tag counts as `other`. Without one, a registry whose
 /// slots are all taken can give back the slots of languages that went idle
-/// ([`LanguageRegistry::free_idle`], which the recorder calls), so no client can take every
+/// (`free_idle`, which the recorder's upkeep calls), so no client can take every
 /// slot for the life of the process.
 pub struct LanguageRegistry {
     max_languages: usize,

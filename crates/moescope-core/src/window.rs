@@ -1,6 +1,6 @@
 //! The rolling window: a ring of time buckets, owned by the reader side.
 //!
-//! Writers never touch the window: they count into staging stripes ([`crate::stage`]), and
+//! Writers never touch the window: they count into staging stripes (the `stage` module), and
 //! the reader (upkeep and snapshot, serialized by the recorder's reader mutex) folds the
 //! stripes into the current bucket. Rotation therefore never blocks a writer: it is
 //! bookkeeping on memory only the reader sees.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use moescope_core::{ExpertId, Languages, ModelSpec, Recorded, Recorder, RouterBatch};
+use moescope_core::{DropReason, ExpertId, Languages, ModelSpec, Recorded, Recorder, RouterBatch};
 use tract_onnx::prelude::*;
 
 use crate::detect::{RouterSelector, Scoring};
@@ -198,7 +198,16 @@ impl MoeModel {
         r: &RouterNode,
         slot: usize,
     ) -> Result<&'a [f32], Error> {
-        let t = &out.outputs[slot];
+        let t = out.outputs.get(slot).ok_or_else(|| {
+            self.mismatch(
+                r,
+                format!(
+                    "the outputs have {} tensors, not {}: are they another model's?",
+                    out.outputs.len(),
+                    slot + 1
+                ),
+            )
+        })?;
         let e = self.spec.num_experts as usize;
         if t.shape().last() != Some(&e) {
             return Err(self.mismatch(r, format!("output shape {:?}, expected … × {e}", t.shape())));
@@ -233,7 +242,8 @@ impl MoeModel {
     /// when exposed.
     pub fn topk_ids<'a>(&self, out: &'a MoeOutputs, index: usize) -> Option<&'a [i64]> {
         let ix = self.slots.get(index)?.ids?;
-        out.outputs[ix]
+        out.outputs
+            .get(ix)?
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<i64>())
             .ok()
@@ -302,6 +312,11 @@ impl MoeModel {
                     total.dropped += rec.dropped;
                 }
                 Err(e) => {
+                    // The recorder counted what it rejected; a router output that could not
+                    // be read never reached it: count its tokens here.
+                    if !matches!(e, Error::Record { .. }) {
+                        recorder.add_dropped(DropReason::ShapeMismatch, tokens_of(languages, out));
+                    }
                     first.get_or_insert(e);
                 }
             }
@@ -335,7 +350,13 @@ impl MoeModel {
             scores
         };
         let with_scores = (scores, logits);
-        let result = match self.slots[r.index].ids.map(|ix| &out.outputs[ix]) {
+        let ids = match self.slots[r.index].ids {
+            Some(ix) => Some(out.outputs.get(ix).ok_or_else(|| {
+                self.mismatch(r, "the routing ids are missing from the outputs".to_owned())
+            })?),
+            None => None,
+        };
+        let result = match ids {
             Some(t) => match t.try_as_plain_ram() {
                 Ok(v) if v.as_slice::<i64>().is_ok() => {
                     let ids = v.as_slice::<i64>().unwrap_or_default();
@@ -365,6 +386,19 @@ impl MoeModel {
             node: r.node.clone(),
             source,
         })
+    }
+}
+
+/// How many tokens a batch has: from its languages, else from the model's first output.
+fn tokens_of(languages: Languages<'_>, out: &MoeOutputs) -> u64 {
+    match languages {
+        Languages::PerToken(l) => l.len() as u64,
+        Languages::Segments(s) => s.iter().map(|s| u64::from(s.tokens)).sum(),
+        Languages::All(_) => out
+            .model_outputs()
+            .first()
+            .and_then(|t| t.shape().iter().rev().nth(1).copied())
+            .map_or(1, |n| n as u64),
     }
 }
 

@@ -459,3 +459,30 @@ fn transformers_own_mask_needs_a_fixed_token_count_and_the_error_says_so() {
         },
     );
 }
+
+/// Outputs handed to the wrong model (here Mixtral's, 8 experts, to GLM-4.5's routers, 16) cannot be
+/// read as routing: `record` returns an error naming the router, counts the batch's tokens as
+/// `shape_mismatch` drops for each layer, and never panics.
+#[test]
+fn unreadable_router_outputs_are_counted_not_panicked_on() {
+    let mixtral = load("mixtral", LoadOptions::default());
+    let glm = load("glm4_moe", LoadOptions::default());
+    assert_ne!(mixtral.spec().num_experts, glm.spec().num_experts);
+    let recorder = Recorder::new(glm.spec().clone()).unwrap();
+    let mut batch = TokenBatch::new();
+    batch.push(&[72, 101, 108, 108, 111], recorder.language("en"), Some(1));
+    let inputs = mixtral.inputs(&batch).unwrap();
+    let out = mixtral.run(inputs.values).unwrap();
+    let err = glm
+        .record(
+            &recorder,
+            &out,
+            Languages::Segments(&inputs.segments),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let layers = glm.spec().num_moe_layers() as u64;
+    assert_eq!(recorder.dropped(DropReason::ShapeMismatch), 5 * layers);
+    assert!(recorder.snapshot().languages.is_empty());
+}

@@ -77,7 +77,7 @@ impl RecorderBuilder {
 
     /// Staging stripes: how many threads can record at the same instant (default: twice the
     /// machine's logical CPUs, at least 4, at most 64). A call that finds every stripe busy
-    /// drops its batch, counted as [`DropReason::WriterContention`]. Memory per stripe is
+    /// drops its batch, counted as [`DropReason::WriterContention`](crate::DropReason::WriterContention). Memory per stripe is
     /// allocated only when a thread first uses it.
     pub fn writer_stripes(mut self, stripes: usize) -> Self {
         self.stripes = stripes;

@@ -2,8 +2,9 @@
 //!
 //! # Writers
 //!
-//! [`Recorder::record`] takes one [`RouterBatch`] per MoE layer per forward step. It claims a
-//! staging stripe (one compare-and-swap; see [`crate::stage`]) and counts the batch straight
+//! [`Recorder::record`] takes one [`RouterBatch`](crate::RouterBatch) per MoE layer per forward
+//! step. It claims a staging stripe (one compare-and-swap; see the `stage` module) and counts
+//! the batch straight
 //! into it: per routed slot one plain increment of `counts[layer][expert]` of the token's
 //! language, as a hand-written array would. It takes no lock, never waits, allocates nothing
 //! after warm-up (a stripe's arrays for a language are created the first time that stripe
@@ -14,7 +15,8 @@
 //!
 //! [`Recorder::snapshot`] and [`Recorder::upkeep`] share a mutex that writers never touch.
 //! They fold the stripes into the reader-owned rolling window ([`crate::window`]), rotate it
-//! when a bucket boundary has passed, and merge its buckets into a [`Snapshot`].
+//! when a bucket boundary has passed, and read its running sums into a
+//! [`Snapshot`](crate::Snapshot).
 
 use crate::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
@@ -50,7 +52,7 @@ struct ReaderState {
     next_boundary_ms: u64,
 }
 
-/// Records routing decisions into a rolling window and reads them back as [`Snapshot`]s.
+/// Records routing decisions into a rolling window and reads them back as [`Snapshot`](crate::Snapshot)s.
 /// Share it between threads with an `Arc`; every method takes `&self`.
 pub struct Recorder {
     spec: ModelSpec,

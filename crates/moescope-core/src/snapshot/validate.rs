@@ -8,7 +8,7 @@ use crate::lang::{Tag, MAX_TAG_LEN};
 use crate::spec::{ModelSpec, SpecError};
 
 impl Snapshot {
-    /// Checks the invariants listed in the [module docs](self).
+    /// Checks the invariants listed in the [module docs](crate::snapshot).
     ///
     /// # Errors
     /// The first broken invariant, as [`SnapshotError::Invalid`] naming the field by its JSON
