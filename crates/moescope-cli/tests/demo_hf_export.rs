@@ -3,29 +3,15 @@
 //! what transformers routed, under the model's own layer numbers from `--config`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the demo when the test ends, passed or failed.
-struct Demo(Child);
+mod common;
+use common::Demo;
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// Sends a request given as text; the whole response.
 fn http(addr: &str, request: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(request.as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
+    common::send(addr, request.as_bytes())
 }
 
 fn fixture(family: &str) -> PathBuf {
@@ -39,35 +25,21 @@ fn demo_onnx_records_a_group_limited_export_exactly() {
     let dir = fixture("deepseek_v3_grouped");
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--duration",
-            "60",
-            "--quiet",
-        ])
-        .args(["--interval-ms", "300", "--no-load", "--expert-selections"])
-        .arg("--onnx")
-        .arg(dir.join("model.onnx"))
-        .arg("--config")
-        .arg(dir.join("config.json"))
-        .args(["--name", "tiny-dsv3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let demo = Demo(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let (demo, addr) = start(
+        &[
+            "--interval-ms".as_ref(),
+            "300".as_ref(),
+            "--expert-selections".as_ref(),
+            "--onnx".as_ref(),
+            dir.join("model.onnx").as_os_str(),
+            "--config".as_ref(),
+            dir.join("config.json").as_os_str(),
+            "--name".as_ref(),
+            "tiny-dsv3".as_ref(),
+        ],
+        &[],
+    );
+    let first = demo.banner.clone();
     assert!(
         first.contains("tiny-dsv3") && first.contains("top-4"),
         "{first}"
@@ -149,36 +121,18 @@ fn demo_onnx_records_a_group_limited_export_exactly() {
     drop(demo);
 }
 
-/// Starts the demo with `args`; returns it and its address, after checking the banner.
+/// Starts the demo (60 s, no load generator) with `args`; returns it and its address, after
+/// checking that its banner holds every string of `banner`.
 fn start(args: &[&std::ffi::OsStr], banner: &[&str]) -> (Demo, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--duration",
-            "60",
-            "--quiet",
-        ])
-        .args(["--no-load"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let demo = Demo(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
+    let demo = common::start_demo(
+        ["--duration".as_ref(), "60".as_ref(), "--no-load".as_ref()]
+            .into_iter()
+            .chain(args.iter().copied()),
+    );
     for b in banner {
-        assert!(first.contains(b), "{b:?} not in {first}");
+        assert!(demo.banner.contains(b), "{b:?} not in {}", demo.banner);
     }
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let addr = demo.addr.clone();
     (demo, addr)
 }
 

@@ -2,29 +2,12 @@
 //! stalled uploads, idle connections, and text whose 1,024-byte cut falls inside a character.
 //! After each, `/metrics` still answers within 1 s.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the demo when the test ends, passed or failed.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn send(addr: &str, request: &[u8]) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.write_all(request)?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
+mod common;
+use common::send;
 
 fn assert_scrape_fast(addr: &str) {
     let t = Instant::now();
@@ -50,32 +33,8 @@ fn post(addr: &str, path: &str, body: &[u8]) -> String {
 
 #[test]
 fn the_demo_server_survives_oversized_stalled_and_idle_clients() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moescope"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--duration",
-            "60",
-            "--quiet",
-            "--no-load",
-            "--interval-ms",
-            "500",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _demo = Demo(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let demo = common::start_demo(["--duration", "60", "--no-load", "--interval-ms", "500"]);
+    let addr = demo.addr.clone();
     assert_scrape_fast(&addr);
 
     // 1. Declared bodies of 2^40 bytes and 2^64 - 1 bytes: refused, nothing allocated.
