@@ -60,7 +60,7 @@ pub struct CommonArgs {
     #[arg(long, default_value = "en=0.9,he=0.05,ja=0.05", value_delimiter = ',')]
     pub mix: Vec<String>,
     /// Reference language the others are compared with.
-    #[arg(long, default_value = "en")]
+    #[arg(long, default_value = moescope_stats::AnalysisConfig::DEFAULT_REFERENCE)]
     pub reference: String,
     /// Publication interval in milliseconds.
     #[arg(long, default_value_t = 5_000)]
