@@ -8,11 +8,13 @@
 //! unless told otherwise. A server with its own HTTP stack uses [`PrometheusRender`] alone.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 pub use moescope_http::Limits;
-use moescope_http::{HttpError, HttpServer, Method, Response, Router, ServerStats, StatusCode};
+use moescope_http::{
+    HttpError, HttpServer, Method, Response, Router, ServerStats, StatsHandle, StatusCode,
+};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
@@ -152,15 +154,17 @@ impl PrometheusEndpoint {
         limits: Limits,
     ) -> Result<PrometheusEndpoint, EndpointError> {
         let render = PrometheusRender::new(idle_timeout).map_err(EndpointError::Config)?;
+        // `/metrics` ends with the server's own counters (`moescope_http_*`), once it runs.
+        let server_stats: Arc<OnceLock<StatsHandle>> = Arc::new(OnceLock::new());
         let router = {
-            let render = render.clone();
+            let (render, server_stats) = (render.clone(), server_stats.clone());
             Router::new()
                 .fast(Method::GET, "/metrics", move |_| {
-                    Response::new(
-                        StatusCode::OK,
-                        PrometheusRender::CONTENT_TYPE,
-                        render.render(),
-                    )
+                    let mut body = render.render();
+                    if let Some(stats) = server_stats.get() {
+                        body.push_str(&stats.read().to_prometheus_text());
+                    }
+                    Response::new(StatusCode::OK, PrometheusRender::CONTENT_TYPE, body)
                 })
                 .fast(Method::GET, "/", |_| {
                     Response::text(StatusCode::OK, "moescope: routing health at /metrics\n")
@@ -172,6 +176,7 @@ impl PrometheusEndpoint {
             HttpError::Thread(e) => EndpointError::Thread(e),
             other => EndpointError::Http(other),
         })?;
+        let _ = server_stats.set(server.stats_handle());
         Ok(PrometheusEndpoint { render, server })
     }
 
