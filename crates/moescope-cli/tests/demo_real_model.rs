@@ -69,5 +69,38 @@ fn demo_serves_per_layer_entropy_for_en_he_ja_from_the_real_model() {
         "{out}"
     );
     assert!(out.contains(&format!("\"tokens\":{}", body.len())), "{out}");
+
+    // The live window as a snapshot file, which `moescope analyze` reads back.
+    let response = common::get(&addr, "/v1/snapshot").unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let json = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let path = std::env::temp_dir().join(format!("moescope-window-{}.json", std::process::id()));
+    std::fs::write(&path, json).unwrap();
+    let analyzed = std::process::Command::new(env!("CARGO_BIN_EXE_moescope"))
+        .args(["analyze", "--reference", "en", "--format", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(
+        analyzed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&analyzed.stderr)
+    );
+    let analysis: serde_json::Value = serde_json::from_slice(&analyzed.stdout).unwrap();
+    assert_eq!(analysis["model"]["name"], "tiny-qwen3-moe");
+    for lang in ["en", "he", "ja"] {
+        assert!(
+            analysis["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|row| row["lang"] == lang),
+            "no rows for {lang}"
+        );
+    }
     drop(demo);
 }

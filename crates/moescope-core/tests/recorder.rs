@@ -1207,3 +1207,29 @@ fn a_stale_id_never_counts_for_the_next_language_of_its_slot() {
     assert_eq!(s.languages["yy"].layers[0].tokens, 1.0);
     assert!(!s.languages.contains_key("xx"));
 }
+
+#[test]
+fn snapshot_files_write_on_demand_and_refuse_a_folder_that_is_a_file() {
+    let rec = Arc::new(Recorder::new(tiny_spec()).unwrap());
+    let en = rec.language("en");
+    rec.record(&RouterBatch::at_depth(1, &[2u32, 3], Languages::All(en)))
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("moescope-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("window.json");
+    rec.write_snapshot(&path).unwrap();
+    let back = Snapshot::read_json(&path).unwrap();
+    assert_eq!(back.languages["en"].layers[1].tokens, 1.0);
+    // A "folder" that is a file: an error, no thread.
+    let err = rec
+        .spawn_snapshot_files(&path, std::time::Duration::from_millis(1), 3)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -441,8 +441,21 @@ fn router(
         .fast(Method::GET, "/", |_| {
             text_response(
                 StatusCode::OK,
-                "moescope demo: POST text to /v1/route?lang=TAG; routing health at /metrics",
+                "moescope demo: POST text to /v1/route?lang=TAG; routing health at /metrics; \
+                 the window as a moescope.snapshot/v1 file at /v1/snapshot",
             )
+        })
+        .slow(Method::GET, "/v1/snapshot", {
+            // The window as a snapshot file (`moescope analyze`, `diff` read it); on the slow
+            // pool, since a large model's snapshot takes a while to write out.
+            let recorder = recorder.clone();
+            move |_| {
+                Response::new(
+                    StatusCode::OK,
+                    "application/json",
+                    recorder.snapshot().to_json_string(),
+                )
+            }
         })
         .slow(Method::POST, "/v1/route", move |request| {
             route(request, &detector, &recorder, &jobs, &requests)

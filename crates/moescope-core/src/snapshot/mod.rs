@@ -39,8 +39,11 @@ use serde_json::Value;
 
 use crate::spec::ModelSpec;
 
+mod files;
 mod json_format;
 mod validate;
+
+pub use files::SnapshotFiles;
 
 /// Collections deserialized with a cap on their length, checked as elements arrive.
 mod bounded {
