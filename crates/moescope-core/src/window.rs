@@ -541,35 +541,25 @@ impl Ring {
                 })
                 .collect()
         };
-        let layers = (0..l)
-            .map(|i| {
-                let mut layer = LayerCounts {
-                    tokens: PackedHalves(tokens[i]).sum() as f64 * w,
-                    expert_tokens: counts[i * e..(i + 1) * e]
-                        .iter()
-                        .map(|&v| PackedHalves(v).sum() as f64 * w)
-                        .collect(),
-                    ..LayerCounts::zeroed(0)
-                };
-                let gate = lang.topk_weight[slot * l + i];
-                layer.topk_weight_sum = (gate != 0.0).then_some(gate * w);
-                if let Some(p) = &lang.probs {
-                    let n = p.prob_tokens[slot * l + i];
-                    if n != 0 {
-                        layer.prob_tokens = n as f64 * w;
-                        layer.prob_sum = Some(
-                            p.prob_sum[(slot * l + i) * e..(slot * l + i + 1) * e]
-                                .iter()
-                                .map(|v| v * w)
-                                .collect(),
-                        );
-                        layer.selection_entropy_sum_bits = Some(p.entropy[slot * l + i] * w);
-                    }
+        let halves = [half(0), half(1)];
+        let layers = whole_layers(&halves, |i, layer| {
+            let gate = lang.topk_weight[slot * l + i];
+            layer.topk_weight_sum = (gate != 0.0).then_some(gate * w);
+            if let Some(p) = &lang.probs {
+                let n = p.prob_tokens[slot * l + i];
+                if n != 0 {
+                    layer.prob_tokens = n as f64 * w;
+                    layer.prob_sum = Some(
+                        p.prob_sum[(slot * l + i) * e..(slot * l + i + 1) * e]
+                            .iter()
+                            .map(|v| v * w)
+                            .collect(),
+                    );
+                    layer.selection_entropy_sum_bits = Some(p.entropy[slot * l + i] * w);
                 }
-                layer
-            })
-            .collect();
-        Some(language_counts(layers, text, [half(0), half(1)]))
+            }
+        });
+        Some(language_counts(layers, text, halves))
     }
 
     /// Language `li`'s counts over the whole window (the running sums), with its split halves;
@@ -589,30 +579,19 @@ impl Ring {
                 })
                 .collect()
         };
-        let layers = (0..l)
-            .map(|i| {
-                let mut layer = LayerCounts {
-                    tokens: sums.layer_tokens[0][i] + sums.layer_tokens[1][i],
-                    expert_tokens: sums.counts[0][i * e..(i + 1) * e]
-                        .iter()
-                        .zip(&sums.counts[1][i * e..(i + 1) * e])
-                        .map(|(a, b)| a + b)
-                        .collect(),
-                    ..LayerCounts::zeroed(0)
-                };
-                let gate = sums.topk_weight[i];
-                layer.topk_weight_sum = (gate != 0.0).then_some(gate);
-                if let Some((p, t, h)) = &sums.probs {
-                    if t[i] != 0.0 {
-                        layer.prob_tokens = t[i];
-                        layer.prob_sum = Some(p[i * e..(i + 1) * e].to_vec());
-                        layer.selection_entropy_sum_bits = Some(h[i]);
-                    }
+        let halves = [half(0), half(1)];
+        let layers = whole_layers(&halves, |i, layer| {
+            let gate = sums.topk_weight[i];
+            layer.topk_weight_sum = (gate != 0.0).then_some(gate);
+            if let Some((p, t, h)) = &sums.probs {
+                if t[i] != 0.0 {
+                    layer.prob_tokens = t[i];
+                    layer.prob_sum = Some(p[i * e..(i + 1) * e].to_vec());
+                    layer.selection_entropy_sum_bits = Some(h[i]);
                 }
-                layer
-            })
-            .collect();
-        Some(language_counts(layers, sums.text, [half(0), half(1)]))
+            }
+        });
+        Some(language_counts(layers, sums.text, halves))
     }
 
     /// Whether language slot `li` has nothing in the window (no tokens, no text).
@@ -674,6 +653,25 @@ impl Ring {
             .sum();
         meta + langs
     }
+}
+
+/// Each layer's counts as the sum of its two halves (the one merge rule,
+/// [`LayerCounts::add_scaled`]), completed by `extra(layer index, layer)` with what only the
+/// whole layer has (gate weights, probabilities).
+fn whole_layers(
+    [a, b]: &[Vec<LayerCounts>; 2],
+    mut extra: impl FnMut(usize, &mut LayerCounts),
+) -> Vec<LayerCounts> {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .map(|(i, (a, b))| {
+            let mut layer = a.clone();
+            layer.add_scaled(b, 1.0);
+            extra(i, &mut layer);
+            layer
+        })
+        .collect()
 }
 
 /// A language's counts from its layers, text lengths and halves; its `tokens` is the largest
