@@ -63,8 +63,9 @@ pub(crate) fn tokens(v: f64) -> String {
     }
 }
 
-/// A table of plotted values: one row per series (or heatmap row), one column per x. Each cell
-/// carries `data-row`, `data-col` and `data-value` (full precision; empty when undefined).
+/// A table of plotted values: one row per series (or heatmap row, its name in the row's `<th>`),
+/// one column per x (its name in the header). Each cell carries `data-value` (full precision;
+/// empty when undefined) and shows the value rounded.
 pub(crate) struct ValueTable {
     pub caption: String,
     pub row_header: String,
@@ -88,13 +89,11 @@ impl ValueTable {
         }
         out.push_str("</tr></thead><tbody>");
         for (name, values) in &self.rows {
-            let name_e = escape(name);
-            let _ = write!(out, "<tr><th scope=\"row\">{name_e}</th>");
-            for (c, v) in self.cols.iter().zip(values) {
+            let _ = write!(out, "<tr><th scope=\"row\">{}</th>", escape(name));
+            for v in values.iter().take(self.cols.len()) {
                 let _ = write!(
                     out,
-                    "<td data-row=\"{name_e}\" data-col=\"{}\" data-value=\"{}\">{}</td>",
-                    escape(c),
+                    "<td data-value=\"{}\">{}</td>",
                     data_num(*v),
                     num(*v, self.decimals)
                 );
