@@ -208,7 +208,23 @@ fn draw_legend<DB: DrawingBackend>(
         (FONT, 13).into_font().style(FontStyle::Bold),
     ))
     .map_err(|e| e.to_string())?;
-    for (i, (label, look)) in entries.iter().enumerate() {
+    // Entries that do not fit are summed up in a last line (the value table lists them all).
+    let fit = (avail / step).max(1) as usize;
+    let shown = if entries.len() > fit {
+        fit - 1
+    } else {
+        entries.len()
+    };
+    if shown < entries.len() {
+        let y = top + shown as i32 * step + step / 2;
+        area.draw(&Text::new(
+            format!("… and {} more", entries.len() - shown),
+            (6, y - font_px / 2),
+            (FONT, font_px as f64 * 1.24).into_font(),
+        ))
+        .map_err(|e| e.to_string())?;
+    }
+    for (i, (label, look)) in entries.iter().take(shown).enumerate() {
         let y = top + i as i32 * step + step / 2;
         let style = ShapeStyle::from(&look.color).stroke_width(look.width);
         let segs: Vec<(i32, i32)> = match look.dash {
@@ -745,7 +761,7 @@ pub(crate) fn bar_chart(
                         let xc = i as f64 + 0.1 + (si as f64 + 0.46) * bw;
                         let pos = if v >= 0.0 { VPos::Bottom } else { VPos::Top };
                         Some(Text::new(
-                            format!("{v:.2}"),
+                            crate::html::fixed(v, 2),
                             (xc, v),
                             anchored(13, RGBColor(40, 40, 40), Pos::new(HPos::Center, pos)),
                         ))

@@ -185,7 +185,7 @@ pub(crate) fn flags(ctx: &Ctx<'_>, out: &mut String) {
                 l = escape(&c.lang),
                 score = c
                     .score_bits
-                    .map(|s| format!(" (C = {s:.2} bits)"))
+                    .map(|s| format!(" (C = {} bits)", crate::html::fixed(s, 2)))
                     .unwrap_or_default()
             );
         }
@@ -1100,7 +1100,7 @@ fn expert_usage(ctx: &Ctx<'_>) -> Result<Vec<Figure>, ReportError> {
                 .analysis
                 .collapse_for(&who)
                 .and_then(|c| c.score_bits)
-                .map(|s| format!(", collapse score C = {s:.2} bits"))
+                .map(|s| format!(", collapse score C = {} bits", crate::html::fixed(s, 2)))
                 .unwrap_or_default();
             format!("{who}{score}")
         };

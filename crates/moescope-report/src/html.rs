@@ -34,8 +34,18 @@ pub(crate) fn data_num(v: Option<f64>) -> String {
 /// A number for people: `decimals` places, an en dash when undefined.
 pub(crate) fn num(v: Option<f64>, decimals: usize) -> String {
     match v {
-        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        Some(v) if v.is_finite() => fixed(v, decimals),
         _ => "–".into(),
+    }
+}
+
+/// `v` with `decimals` places, without the minus sign of a value that rounds to zero
+/// (`-0.00` reads as a negative score).
+pub(crate) fn fixed(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
     }
 }
 
@@ -224,6 +234,14 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+
+    #[test]
+    fn fixed_drops_the_sign_of_a_rounded_zero() {
+        assert_eq!(fixed(-0.001, 2), "0.00");
+        assert_eq!(fixed(-0.006, 2), "-0.01");
+        assert_eq!(fixed(2.4949, 2), "2.49");
+        assert_eq!(num(None, 2), "–");
     }
 
     #[test]

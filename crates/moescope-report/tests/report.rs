@@ -553,3 +553,36 @@ fn tract_demo_snapshot() {
         }
     }
 }
+
+#[test]
+fn sixty_languages_fit_the_legend_and_the_tables() {
+    let mut langs: Vec<(String, Vec<Vec<f64>>)> = vec![("en".into(), vec![vec![5.0; 4]; 4])];
+    for i in 0..59u8 {
+        let tag = format!("a{}{}", (b'a' + i / 26) as char, (b'a' + i % 26) as char);
+        let skew = f64::from(i) + 1.0;
+        langs.push((tag, vec![vec![skew, 5.0, 5.0, 5.0]; 4]));
+    }
+    let refs: Vec<(&str, Vec<Vec<f64>>)> =
+        langs.iter().map(|(t, v)| (t.as_str(), v.clone())).collect();
+    let snap = toy(4, 4, &refs);
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    dump("sixty.html", &html);
+    assert_self_contained(&html);
+    // The legend shows what fits and says how many more the table holds.
+    let body = figure_body(&html, "fig-entropy-by-layer");
+    let i = body.find("… and ").expect("legend summary missing") + "… and ".len();
+    let more: usize = body[i..i + body[i..].find(' ').unwrap()].parse().unwrap();
+    // Every language is in the legend once (its label, e.g. `aab`, as a text element) or counted.
+    let shown = langs
+        .iter()
+        .filter(|(t, _)| {
+            body.contains(&format!("\n{t}\n</text>"))
+                || body.contains(&format!("\n{t} (reference)\n</text>"))
+        })
+        .count();
+    assert!(more > 0 && shown + more == 60, "shown {shown}, more {more}");
+    let h = table(&html, "fig-entropy-by-layer");
+    assert_eq!(h.len(), 60 * 4);
+    let pairs = table(&html, "fig-pair-mean");
+    assert_eq!(pairs.len(), 60 * 60);
+}
