@@ -289,7 +289,7 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
          <th scope=\"col\">min deep-layer tokens</th><th scope=\"col\">C spread across buckets (bits)</th>\
          <th scope=\"col\">split-half control C (bits)</th><th class=\"l\" scope=\"col\">split-half verdict</th>\
          </tr></thead><tbody>",
-        escape(ctx.reference())
+        escape(&ctx.requested_reference)
     );
     let collapse: HashMap<&str, _> = a.collapse.iter().map(|c| (c.lang.as_str(), c)).collect();
     let split: HashMap<&str, _> = a

@@ -365,6 +365,12 @@ fn live_page_without_the_reference_draws_what_it_can() {
     assert!(matches!(err, ReportError::UnknownReference { .. }));
     let msg = err.to_string();
     assert!(msg.contains("\"en\"") && msg.contains("fr, he"), "{msg}");
+    assert_eq!(err.role(), Some("snapshot"));
+    // A base without the reference is named as the base.
+    let full = sim_snapshot(false, 3);
+    let err = render_report(&full, Some(&snap), &ReportOptions::new("en")).unwrap_err();
+    assert_eq!(err.role(), Some("base"));
+    assert!(err.to_string().contains("not in the base"), "{err}");
 }
 
 #[test]
