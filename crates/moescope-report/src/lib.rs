@@ -276,6 +276,13 @@ impl LivePageOptions {
         self
     }
 
+    /// Sets [`lsi_threshold`](Self::lsi_threshold).
+    #[must_use]
+    pub fn with_lsi_threshold(mut self, tau: f64) -> Self {
+        self.lsi_threshold = tau;
+        self
+    }
+
     /// Sets the collapse settings.
     #[must_use]
     pub fn with_collapse(mut self, collapse: CollapseConfig) -> Self {

@@ -166,6 +166,42 @@ fn collapsed_language_reads_as_collapsed_in_every_figure() {
         assert!(he < en - 2.0, "layer {d}: he {he} en {en}");
         assert!((he - 3.0).abs() < 0.05, "{he}");
     }
+    // The drawn lines say the same: he's polyline (the second palette colour, thicker since
+    // collapsed) runs with en's (black, thick) until the deep layers, then far below it
+    // (SVG y grows downwards).
+    let body = figure_body(&html, "fig-entropy-by-layer");
+    let line = |stroke: &str| -> Vec<(f64, f64)> {
+        let key = format!("stroke=\"{stroke}\" stroke-width=\"3\" points=\"");
+        let i = body
+            .find(&key)
+            .unwrap_or_else(|| panic!("no line {stroke}"))
+            + key.len();
+        body[i..i + body[i..].find('"').unwrap()]
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    };
+    let (en, he) = (line("#000000"), line("#56B4E9"));
+    assert_eq!((en.len(), he.len()), (16, 16));
+    for d in 0..14 {
+        assert!(
+            (en[d].1 - he[d].1).abs() <= 3.0,
+            "layer {d}: {:?} {:?}",
+            en[d],
+            he[d]
+        );
+    }
+    for d in 14..16 {
+        assert!(
+            he[d].1 > en[d].1 + 60.0,
+            "layer {d}: {:?} {:?}",
+            en[d],
+            he[d]
+        );
+    }
     let tag = figure_tag(&html, "fig-entropy-by-layer");
     assert!(tag.contains("data-log2-e=\"6\""), "{tag}");
     assert!(tag.contains("data-deep-layers=\"14–15\""), "{tag}");
