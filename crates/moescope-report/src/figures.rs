@@ -886,13 +886,14 @@ fn pair_heatmaps(ctx: &Ctx<'_>) -> Result<Vec<Figure>, ReportError> {
 fn lsi_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
     const ID: &str = "fig-lsi-by-layer";
     let a = ctx.analysis;
+    let tau = a.settings.lsi_threshold;
     let caption = format!(
-        "Language-specific experts per MoE layer: experts whose Language Specificity Index \
-         against {} exceeds τ = {} (the language uses them markedly more than the reference). A \
-         collapsing language has few: its routing concentrates on experts the reference uses too, \
-         or on very few experts.",
-        ctx.reference(),
-        a.settings.lsi_threshold
+        "Experts shared with the reference per MoE layer: those whose Language Specificity \
+         Index against {r} lies within ±τ = {tau} (the two languages use them comparably). A \
+         collapsing language shares few in the deep band: its routing piles onto a handful of \
+         experts (language-specific, LSI > τ) and abandons the rest (reference-specific, LSI < \
+         −τ). The table gives all three classes per language and layer.",
+        r = ctx.reference(),
     );
     if let Some(n) = ctx.missing_reference_note() {
         return Ok(note(ID, &caption, n));
@@ -906,35 +907,45 @@ fn lsi_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
         ));
     }
     let n = ctx.x.len();
-    let mut by_lang: HashMap<&str, Vec<Option<f64>>> = HashMap::new();
+    // Per language: (shared, language-specific, reference-specific) per depth.
+    type Classes = [Vec<Option<f64>>; 3];
+    let mut by_lang: HashMap<&str, Classes> = HashMap::new();
     for r in &a.lsi_layers {
         let v = by_lang
             .entry(r.lang.as_str())
-            .or_insert_with(|| vec![None; n]);
-        if let Some(slot) = v.get_mut(r.depth) {
-            *slot = r.lang_specific.map(|c| c as f64);
+            .or_insert_with(|| [vec![None; n], vec![None; n], vec![None; n]]);
+        if r.depth < n {
+            v[0][r.depth] = r.shared.map(|c| c as f64);
+            v[1][r.depth] = r.lang_specific.map(|c| c as f64);
+            v[2][r.depth] = r.reference_specific.map(|c| c as f64);
         }
     }
-    let rows: Vec<(String, Vec<Option<f64>>)> = others
-        .iter()
-        .map(|l| {
-            (
-                (*l).clone(),
-                by_lang.remove(l.as_str()).unwrap_or_else(|| vec![None; n]),
-            )
-        })
-        .collect();
+    let mut shared = Vec::new();
+    let mut table_rows = Vec::new();
+    for l in &others {
+        let [sh, ls, rs] = by_lang
+            .remove(l.as_str())
+            .unwrap_or_else(|| [vec![None; n], vec![None; n], vec![None; n]]);
+        shared.push(((*l).clone(), sh.clone()));
+        table_rows.push(((*l).clone(), sh));
+        table_rows.push((format!("{l} language-specific"), ls));
+        table_rows.push((format!("{l} reference-specific"), rs));
+    }
+    let e = f64::from(ctx.snapshot.model.num_experts);
     let chart = LineChart {
         title: format!(
-            "Language-specific experts (LSI > {}) by layer",
-            a.settings.lsi_threshold
+            "Experts shared with {} (|LSI| ≤ {tau}) by layer",
+            ctx.reference()
         ),
         x_label: "MoE layer (model layer number)".into(),
-        y_label: "language-specific experts (count)".into(),
-        series: series_of(ctx, &rows),
+        y_label: "shared experts (count)".into(),
+        series: series_of(ctx, &shared),
         bands: ctx.bands(),
-        hlines: Vec::new(),
-        y_include: (0.0, 1.0),
+        hlines: vec![HLine {
+            y: e,
+            label: format!("E = {e}"),
+        }],
+        y_include: (0.0, e.max(1.0)),
         integer_x: true,
         y_decimals: 0,
     };
@@ -946,16 +957,16 @@ fn lsi_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
             svg,
             table: ValueTable {
                 caption: format!(
-                    "Experts with LSI > {} per language and MoE layer",
-                    a.settings.lsi_threshold
+                    "LSI classes at τ = {tau} per language and MoE layer: shared (the row named \
+                     by the language alone), language-specific, reference-specific (counts of experts)"
                 ),
-                row_header: "language".into(),
+                row_header: "language, class".into(),
                 cols: ctx.layer_names(),
-                rows,
+                rows: table_rows,
                 decimals: 0,
             },
         },
-        attrs: vec![("tau", a.settings.lsi_threshold.to_string())],
+        attrs: vec![("tau", tau.to_string())],
     })
 }
 

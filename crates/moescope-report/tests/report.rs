@@ -269,6 +269,29 @@ fn collapsed_language_reads_as_collapsed_in_every_figure() {
     assert!(deep.iter().all(|s| *s == 0.0 || (s - 0.125).abs() < 0.02));
     assert!((deep.iter().sum::<f64>() - 1.0).abs() < 1e-9);
 
+    // LSI by layer: the classes are the analysis's and partition the experts; he's shared
+    // experts plunge in the deep band, fr's do not.
+    let lsi = table(&html, "fig-lsi-by-layer");
+    for r in &a.lsi_layers {
+        let at = |row: String| lsi[&(row, r.layer.to_string())];
+        assert_eq!(at(r.lang.clone()), r.shared.map(|c| c as f64));
+        assert_eq!(
+            at(format!("{} language-specific", r.lang)),
+            r.lang_specific.map(|c| c as f64)
+        );
+        let total = at(r.lang.clone()).unwrap()
+            + at(format!("{} language-specific", r.lang)).unwrap()
+            + at(format!("{} reference-specific", r.lang)).unwrap();
+        assert_eq!(total, 64.0);
+    }
+    let shared = |l: &str, layer: u32| lsi[&(l.to_string(), layer.to_string())].unwrap();
+    assert!(
+        shared("he", 15) < 0.25 * shared("he", 8),
+        "{}",
+        shared("he", 15)
+    );
+    assert!(shared("fr", 15) > 0.6 * shared("fr", 8));
+
     // LSI sweep: counts fall (weakly) as τ grows.
     let sweep = table(&html, "fig-lsi-sweep");
     for lang in ["fr", "he"] {
