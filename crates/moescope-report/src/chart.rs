@@ -153,6 +153,9 @@ pub(crate) struct BarChart {
     pub hlines: Vec<HLine>,
     /// A note under each category (e.g. "repaired"), empty for none.
     pub notes: Vec<String>,
+    /// A per-category level drawn across its group (label, values), e.g. each language's own
+    /// threshold; empty values for none.
+    pub marks: (String, Vec<Option<f64>>),
 }
 
 pub(crate) fn chart_err(figure: &'static str) -> impl Fn(String) -> ReportError {
@@ -684,6 +687,7 @@ pub(crate) fn bar_chart(
                 .series
                 .iter()
                 .flat_map(|s| s.2.iter().flatten().copied())
+                .chain(c.marks.1.iter().flatten().copied())
                 .chain(c.hlines.iter().map(|l| l.y));
             let (y0, y1) = ys.fold((0.0f64, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
             let (y0, y1) = pad_range(y0, y1, 0.5);
@@ -791,7 +795,21 @@ pub(crate) fn bar_chart(
                     )))
                     .map_err(e2)?;
             }
-            let entries: Vec<(String, Look)> = c
+            let mark_look = Look {
+                color: RGBColor(0, 0, 0),
+                dash: Dash::Solid,
+                width: 3,
+            };
+            chart
+                .draw_series(c.marks.1.iter().enumerate().filter_map(|(i, m)| {
+                    let m = (*m)?;
+                    Some(PathElement::new(
+                        vec![(i as f64 + 0.05, m), (i as f64 + 0.95, m)],
+                        ShapeStyle::from(&mark_look.color).stroke_width(mark_look.width),
+                    ))
+                }))
+                .map_err(e2)?;
+            let mut entries: Vec<(String, Look)> = c
                 .series
                 .iter()
                 .map(|(label, color, _)| {
@@ -805,6 +823,9 @@ pub(crate) fn bar_chart(
                     )
                 })
                 .collect();
+            if c.marks.1.iter().any(Option::is_some) {
+                entries.push((c.marks.0.clone(), mark_look));
+            }
             draw_legend(&legend_area, &entries, 48)?;
             Ok(())
         };

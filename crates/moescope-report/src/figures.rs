@@ -287,10 +287,15 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
          <th class=\"l\" scope=\"col\">verdict</th><th scope=\"col\">score C (bits)</th>\
          <th scope=\"col\">drop (bits)</th><th scope=\"col\">reference drop (bits)</th>\
          <th scope=\"col\">min deep-layer tokens</th><th scope=\"col\">C spread across buckets (bits)</th>\
-         <th scope=\"col\">split-half control C (bits)</th><th class=\"l\" scope=\"col\">split-half verdict</th>\
-         </tr></thead><tbody>",
+         <th scope=\"col\">split-half control C (bits)</th><th class=\"l\" scope=\"col\">split-half verdict</th>",
         escape(&ctx.requested_reference)
     );
+    // Healthy baselines (when configured): the verdict judges C − baseline.
+    let has_baseline = ctx.reference_present && a.collapse.iter().any(|c| c.baseline_bits != 0.0);
+    if has_baseline {
+        out.push_str("<th scope=\"col\">healthy baseline (bits; judged: C − baseline)</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
     let collapse: HashMap<&str, _> = a.collapse.iter().map(|c| (c.lang.as_str(), c)).collect();
     let split: HashMap<&str, _> = a
         .split_half_collapse
@@ -327,7 +332,7 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
             out,
             "<tr data-lang=\"{le}\" data-verdict=\"{class}\" data-score=\"{}\" data-split-half-score=\"{}\">\
              <th class=\"l\" scope=\"row\">{le}</th><td data-tokens=\"{}\">{}</td><td class=\"l verdict-{class}\">{word}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td>",
             crate::html::data_num(c.and_then(|c| c.score_bits)),
             crate::html::data_num(sh_score),
             crate::html::data_num(Some(toks)),
@@ -341,6 +346,10 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
             sh_word,
             le = escape(l),
         );
+        if has_baseline {
+            let _ = write!(out, "<td>{}</td>", num(c.map(|c| c.baseline_bits), 3));
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</tbody></table></section>\n");
 }
@@ -477,6 +486,19 @@ fn collapse_scores(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
             y: a.settings.theta_bits,
             label: format!("θ = {} bits", a.settings.theta_bits),
         }],
+        // With healthy baselines, a language is judged on C − baseline > θ: its own threshold
+        // θ + baseline is drawn across its bars.
+        marks: (
+            "θ + baseline".into(),
+            if a.collapse.iter().any(|c| c.baseline_bits != 0.0) {
+                a.collapse
+                    .iter()
+                    .map(|c| Some(a.settings.theta_bits + c.baseline_bits))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        ),
         notes: a
             .collapse
             .iter()
@@ -1199,6 +1221,7 @@ fn diff_collapse(ctx: &Ctx<'_>, d: &AnalysisDiff) -> Result<Figure, ReportError>
             y: theta,
             label: format!("θ = {theta} bits"),
         }],
+        marks: (String::new(), Vec::new()),
         notes: d
             .collapse
             .iter()

@@ -651,3 +651,31 @@ fn sixty_languages_fit_the_legend_and_the_tables() {
     let pairs = table(&html, "fig-pair-mean");
     assert_eq!(pairs.len(), 60 * 60);
 }
+
+#[test]
+fn a_healthy_baseline_moves_the_verdict() {
+    // he collapses by C ≈ 2.5 bits; a healthy baseline of 2.4 bits makes that normal for he.
+    let snap = sim_snapshot(true, 7);
+    let c = analyze(&snap, &AnalysisConfig::new("en"))
+        .unwrap()
+        .collapse_for("he")
+        .unwrap()
+        .score_bits
+        .unwrap();
+    let opts = ReportOptions::new("en").with_collapse_baseline("he", c - 0.1);
+    let html = render_report(&snap, None, &opts).unwrap();
+    assert!(html.contains("<tr data-lang=\"he\" data-verdict=\"ok\""));
+    assert!(html.contains("healthy baseline"));
+    // The bar chart draws he's own threshold θ + baseline and says so in its legend.
+    assert!(figure_body(&html, "fig-collapse-scores").contains("θ + baseline"));
+    let live = render_live_page(
+        &snap,
+        &LivePageOptions::new("en").with_collapse_baseline("he", c - 0.1),
+    )
+    .unwrap();
+    assert!(live.contains("class=\"flag ok\" data-lang=\"he\""));
+    // Without it, collapsed; no baseline column.
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    assert!(html.contains("<tr data-lang=\"he\" data-verdict=\"collapsed\""));
+    assert!(!html.contains("healthy baseline"));
+}
