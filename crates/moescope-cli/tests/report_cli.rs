@@ -228,5 +228,8 @@ fn report_takes_collapse_baselines() {
     let html = report(&[b, "--collapse-baseline", "he=0.5"], "baseline.html");
     assert_eq!(attr(&html, "<tr data-lang=\"he\"", "data-verdict"), "ok");
     let html = report(&[b], "no-baseline.html");
-    assert_eq!(attr(&html, "<tr data-lang=\"he\"", "data-verdict"), "collapsed");
+    assert_eq!(
+        attr(&html, "<tr data-lang=\"he\"", "data-verdict"),
+        "collapsed"
+    );
 }

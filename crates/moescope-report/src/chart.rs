@@ -787,11 +787,12 @@ pub(crate) fn bar_chart(
                         ShapeStyle::from(&RGBColor(90, 90, 90)).stroke_width(2),
                     ))
                     .map_err(e2)?;
+                // At the right end, clear of the first group's bars.
                 chart
                     .draw_series(std::iter::once(Text::new(
                         l.label.clone(),
-                        (0.0, l.y),
-                        anchored(14, BLACK, Pos::new(HPos::Left, VPos::Bottom)),
+                        (n as f64, l.y),
+                        anchored(14, BLACK, Pos::new(HPos::Right, VPos::Bottom)),
                     )))
                     .map_err(e2)?;
             }

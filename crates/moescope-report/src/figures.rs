@@ -435,9 +435,19 @@ pub(crate) fn all(ctx: &Ctx<'_>) -> Result<Vec<Figure>, ReportError> {
 
 fn collapse_scores(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
     const ID: &str = "fig-collapse-scores";
-    let caption = "Deep-layer collapse score C per language (bars) against the threshold θ \
-                   (dashed), with the split-half control (the language against itself: should \
-                   stay near 0). A bar above θ is a collapse.";
+    let has_baseline = ctx.analysis.collapse.iter().any(|c| c.baseline_bits != 0.0);
+    let caption = format!(
+        "Deep-layer collapse score C per language (bars) against the threshold θ (dashed), with \
+         the split-half control (the language against itself: should stay near 0). A bar above \
+         θ is a collapse.{}",
+        if has_baseline {
+            " A black line across a language's bars is its own threshold, θ plus its healthy \
+             baseline: with a baseline, a bar above that line is a collapse."
+        } else {
+            ""
+        }
+    );
+    let caption = caption.as_str();
     if let Some(n) = ctx.missing_reference_note() {
         return Ok(note(ID, caption, n));
     }
@@ -490,7 +500,7 @@ fn collapse_scores(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
         // θ + baseline is drawn across its bars.
         marks: (
             "θ + baseline".into(),
-            if a.collapse.iter().any(|c| c.baseline_bits != 0.0) {
+            if has_baseline {
                 a.collapse
                     .iter()
                     .map(|c| Some(a.settings.theta_bits + c.baseline_bits))
