@@ -63,10 +63,12 @@ impl<'a> Ctx<'a> {
             .map(|d| f64::from(snapshot.model.moe_layers[d]))
             .collect();
         let language = language.map(str::to_string).or_else(|| {
-            // The worst collapse score, else the first other language, else the reference.
+            // The worst collapse score (scores against a stand-in reference do not count),
+            // else the first other language, else the reference.
             let worst = analysis
                 .collapse
                 .iter()
+                .filter(|_| reference_present)
                 .filter_map(|c| c.score_bits.map(|s| (c, s)))
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.lang.cmp(&a.0.lang)))
                 .map(|(c, _)| c.lang.clone());
