@@ -679,3 +679,54 @@ fn a_healthy_baseline_moves_the_verdict() {
     assert!(html.contains("<tr data-lang=\"he\" data-verdict=\"collapsed\""));
     assert!(!html.contains("healthy baseline"));
 }
+
+/// A Qwen3-30B-A3B-shaped window (48 MoE layers, E = 128, top-8) with 16 languages, counts
+/// made up deterministically (no simulation: fast in a debug build). The report stays under
+/// 5 MB, with or without a base, and draws every figure.
+#[test]
+fn qwen_shaped_sixteen_languages_stay_under_five_megabytes() {
+    let spec = ModelSpec::preset("qwen3-30b-a3b").unwrap();
+    let tags = [
+        "en", "ar", "de", "es", "fa", "fr", "he", "hi", "id", "it", "ja", "ko", "nl", "pl", "pt",
+        "ru",
+    ];
+    let make = |collapse: bool| {
+        let mut snap = Snapshot::new(spec.clone());
+        for (i, tag) in tags.iter().enumerate() {
+            let mut lc = moescope_core::LanguageCounts::zeroed(&spec);
+            lc.tokens = 10_000.0;
+            for (d, layer) in lc.layers.iter_mut().enumerate() {
+                layer.tokens = 10_000.0;
+                let funnel = collapse && *tag == "ru" && d >= 42;
+                for (e, n) in layer.expert_tokens.iter_mut().enumerate() {
+                    *n = if funnel {
+                        if e < 16 {
+                            5_000.0
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        // A skewed but full spread, different per language and layer.
+                        1.0 + ((e * 7 + d * 3 + i * 11) % 29) as f64 * 40.0
+                    };
+                }
+            }
+            snap.languages.insert(tag.to_string(), lc);
+        }
+        snap
+    };
+    let (collapsed, healthy) = (make(true), make(false));
+    let html = render_report(&collapsed, None, &ReportOptions::new("en")).unwrap();
+    assert!(html.len() < 5_000_000, "{} bytes", html.len());
+    assert!(html.contains("<tr data-lang=\"ru\" data-verdict=\"collapsed\""));
+    assert!(figure_tag(&html, "fig-expert-usage-language").contains("data-lang=\"ru\""));
+    let body = figure_body(&html, "fig-expert-usage-language");
+    assert!(body.matches("<rect ").count() >= 128 * 48);
+    let html = render_report(&collapsed, Some(&healthy), &ReportOptions::new("en")).unwrap();
+    assert!(html.len() < 5_000_000, "{} bytes", html.len());
+    assert!(html.contains("<tr data-lang=\"ru\" data-status=\"introduced\""));
+    assert_eq!(
+        html.matches("data-status=\"chart\"").count(),
+        FIGURE_IDS.len() + DIFF_FIGURE_IDS.len()
+    );
+}
