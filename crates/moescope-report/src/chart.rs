@@ -286,12 +286,16 @@ fn draw_line_chart<DB: DrawingBackend>(
     let (mut x0, mut x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });
+    let (x_lo, x_hi) = (x0, x1);
     for b in &c.bands {
         x0 = x0.min(b.from);
         x1 = x1.max(b.to);
     }
     let (x0, x1) = if c.integer_x {
-        pad_range(x0, x1, 1.0)
+        // Half a layer beyond the first and last points (the bands already end there), so
+        // the end markers sit inside the plot.
+        let (a, b) = pad_range(x0, x1, 1.0);
+        (a.min(x_lo - 0.5), b.max(x_hi + 0.5))
     } else {
         let (a, b) = pad_range(x0, x1, 1e-6);
         let m = (b - a) * 0.04;
