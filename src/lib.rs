@@ -75,6 +75,11 @@ pub use moescope_tract as tract;
 #[cfg(feature = "cuda")]
 pub use moescope_cuda as cuda;
 
+/// HTML reports of a snapshot (feature `report`): the figures of `moescope report` and a live
+/// page for a serving process.
+#[cfg(feature = "report")]
+pub use moescope_report as report;
+
 /// README.md's Rust examples, compiled and run as doc tests (`cargo test -p moescope
 /// --features tract --doc`, which the test script runs).
 #[cfg(all(doctest, feature = "prometheus", feature = "tract"))]
