@@ -616,6 +616,13 @@ impl PyRecorder {
         })?;
         let k = self.inner.spec().top_k as usize;
         let ids = as_ndarray(topk_ids, "topk_ids")?;
+        if !ID_DTYPES.iter().any(|is| is(&ids)) {
+            return Err(PyTypeError::new_err(format!(
+                "topk_ids: expected an integer dtype (int64, int32, uint32, uint16, int16, \
+                 uint8, uint64), got {}",
+                dtype_name(&ids)
+            )));
+        }
         let shape = ids.shape();
         if shape.is_empty() {
             return Err(PyValueError::new_err(
@@ -701,11 +708,7 @@ impl PyRecorder {
         }
         by_dtype!(i64 => "int64", i32 => "int32", u32 => "uint32", u16 => "uint16",
                   i16 => "int16", u8 => "uint8", u64 => "uint64");
-        Err(PyTypeError::new_err(format!(
-            "topk_ids: expected an integer dtype (int64, int32, uint32, uint16, int16, uint8, \
-             uint64), got {}",
-            dtype_name(&ids)
-        )))
+        unreachable_dtype(&ids)
     }
 
     /// Records a request's text length (characters, whitespace-separated words) for the
@@ -862,6 +865,26 @@ impl PyRecorder {
             spec.num_moe_layers()
         )
     }
+}
+
+/// The dtypes `topk_ids` may have.
+type DtypeCheck = fn(&Bound<'_, PyUntypedArray>) -> bool;
+const ID_DTYPES: [DtypeCheck; 7] = [
+    is_dtype::<i64>,
+    is_dtype::<i32>,
+    is_dtype::<u32>,
+    is_dtype::<u16>,
+    is_dtype::<i16>,
+    is_dtype::<u8>,
+    is_dtype::<u64>,
+];
+
+/// The ids' dtype was checked against [`ID_DTYPES`] first; kept as an error, not a panic.
+fn unreachable_dtype(ids: &Bound<'_, PyUntypedArray>) -> PyResult<PyRecorded> {
+    Err(PyTypeError::new_err(format!(
+        "topk_ids: unsupported dtype {}",
+        dtype_name(ids)
+    )))
 }
 
 /// `3..=60` or `0, 2, 4` for messages.
