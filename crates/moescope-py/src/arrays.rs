@@ -16,7 +16,7 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
+use pyo3::types::{PyTuple, PyType};
 
 /// The element types the recorder reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,9 @@ pub(crate) struct View<'py> {
     owner: Bound<'py, PyAny>,
     addr: usize,
     len: usize,
-    shape: Vec<usize>,
+    ndim: usize,
+    /// The last dimension's length (0 for a 0-d array).
+    last_dim: usize,
     dtype: Dtype,
     /// Whether the buffer is one row-major block.
     c_contiguous: bool,
@@ -80,9 +82,22 @@ impl<'py> View<'py> {
             .unwrap_or_else(|_| "?".to_string())
     }
 
-    /// The shape.
-    pub(crate) fn shape(&self) -> &[usize] {
-        &self.shape
+    /// The number of dimensions.
+    pub(crate) fn ndim(&self) -> usize {
+        self.ndim
+    }
+
+    /// The last dimension's length (0 for a 0-d array).
+    pub(crate) fn last_dim(&self) -> usize {
+        self.last_dim
+    }
+
+    /// The shape as the caller's library prints it, for messages (a Python call).
+    pub(crate) fn shape_text(&self) -> String {
+        self.owner
+            .getattr(pyo3::intern!(self.owner.py(), "shape"))
+            .and_then(|s| s.str().map(|s| s.to_string()))
+            .unwrap_or_else(|_| "?".to_string())
     }
 
     /// The address of the first element.
@@ -198,7 +213,8 @@ fn from_numpy<'py>(a: Bound<'py, PyUntypedArray>, name: &'static str) -> View<'p
     View {
         addr,
         len: a.len(),
-        shape: a.shape().to_vec(),
+        ndim: a.ndim(),
+        last_dim: a.shape().last().copied().unwrap_or(0),
         dtype: numpy_dtype(&a),
         c_contiguous: a.is_c_contiguous(),
         name,
@@ -231,13 +247,21 @@ fn from_torch<'py>(
         .call_method0(pyo3::intern!(py, "is_contiguous"))?
         .is_truthy()?;
     let len: usize = t.call_method0(pyo3::intern!(py, "numel"))?.extract()?;
-    let shape: Vec<usize> = t.getattr(pyo3::intern!(py, "shape"))?.extract()?;
+    // torch.Size is a tuple: read its length and last item without building a Vec.
+    let shape = t.getattr(pyo3::intern!(py, "shape"))?;
+    let shape = shape.cast::<PyTuple>()?;
+    let ndim = shape.len();
+    let last_dim: usize = match ndim {
+        0 => 0,
+        n => shape.get_item(n - 1)?.extract()?,
+    };
     // A tensor without storage (zero elements) may report address 0: no slice reads it.
     let addr: usize = t.call_method0(pyo3::intern!(py, "data_ptr"))?.extract()?;
     Ok(View {
         addr,
         len,
-        shape,
+        ndim,
+        last_dim,
         dtype,
         c_contiguous,
         name,

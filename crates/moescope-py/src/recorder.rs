@@ -343,7 +343,7 @@ impl PyRecorder {
             }
         }
         let a = view(langs, "langs")?;
-        if a.shape().is_empty() {
+        if a.ndim() == 0 {
             // A 0-d array or a NumPy integer scalar: one language for the whole batch.
             let v: i64 = langs.extract().map_err(|_| {
                 PyTypeError::new_err(format!(
@@ -632,15 +632,15 @@ impl PyRecorder {
                 ids.dtype_name()
             )));
         }
-        let shape = ids.shape();
-        if shape.is_empty() {
+        if ids.ndim() == 0 {
             return Err(PyValueError::new_err(
                 "topk_ids: expected an array of shape (tokens, top_k), got a scalar",
             ));
         }
-        if shape.len() >= 2 && shape[shape.len() - 1] != k {
+        if ids.ndim() >= 2 && ids.last_dim() != k {
             return Err(PyValueError::new_err(format!(
-                "topk_ids: shape {shape:?}: the last dimension must be the model's top_k = {k}"
+                "topk_ids: shape {}: the last dimension must be the model's top_k = {k}",
+                ids.shape_text()
             )));
         }
         let (w_arr, l_arr, p_arr) = (
