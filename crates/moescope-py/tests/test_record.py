@@ -211,3 +211,29 @@ def test_snapshot_round_trip(tmp_path):
     assert len(with_buckets["buckets"]) >= 1
     bucket_en = with_buckets["buckets"][-1]["languages"]["en"]["layers"][0]["expert_tokens"]
     assert bucket_en == snap["languages"]["en"]["layers"][0]["expert_tokens"]
+
+
+def test_sequence_ids_keep_a_sequence_in_one_split_half():
+    rng = np.random.default_rng(9)
+    ids = rng.integers(0, E, size=(40, K))
+    for seq_dtype in (np.uint64, np.int64):
+        rec = recorder()
+        en = rec.language("en")
+        # Two sequences of 20 tokens each: every token of a sequence lands in the same half.
+        seq = np.array([11] * 20 + [12] * 20, dtype=seq_dtype)
+        rec.record(0, ids, en, sequence_ids=seq)
+        rec.record(0, ids, [(en, 20, 11), (en, 20, 12)])
+        halves = rec.snapshot()["languages"]["en"]["halves"]
+        got = sorted(tuple(h["layers"][0]["expert_tokens"]) for h in halves)
+        first = 2 * np.bincount(ids[:20].ravel(), minlength=E)
+        second = 2 * np.bincount(ids[20:].ravel(), minlength=E)
+        whole_sequences = [
+            sorted([tuple(first + second), tuple(np.zeros(E))]),  # both in one half
+            sorted([tuple(first), tuple(second)]),  # one in each
+        ]
+        assert got in whole_sequences
+        # Without sequence ids the recorder alternates tokens: an even split.
+        rec2 = recorder()
+        rec2.record(0, ids, "en")
+        halves2 = rec2.snapshot()["languages"]["en"]["halves"]
+        assert [h["layers"][0]["tokens"] for h in halves2] == [20, 20]
