@@ -29,8 +29,21 @@ pub(crate) enum Dtype {
     U16,
     U8,
     F32,
+    F16,
+    BF16,
+    F64,
     /// Any other dtype (named in messages).
     Other,
+}
+
+impl Dtype {
+    /// Whether it is one of the integer dtypes.
+    pub(crate) fn is_integer(self) -> bool {
+        matches!(
+            self,
+            Dtype::I64 | Dtype::I32 | Dtype::I16 | Dtype::U64 | Dtype::U32 | Dtype::U16 | Dtype::U8
+        )
+    }
 }
 
 /// A Rust type a [`View`] can be read as.
@@ -50,7 +63,8 @@ macro_rules! elems {
     )*};
 }
 elems!(i64 => I64, "int64"; i32 => I32, "int32"; i16 => I16, "int16"; u64 => U64, "uint64";
-       u32 => U32, "uint32"; u16 => U16, "uint16"; u8 => U8, "uint8"; f32 => F32, "float32");
+       u32 => U32, "uint32"; u16 => U16, "uint16"; u8 => U8, "uint8"; f32 => F32, "float32";
+       half::f16 => F16, "float16"; half::bf16 => BF16, "bfloat16"; f64 => F64, "float64");
 
 /// An array argument's buffer, read in place.
 pub(crate) struct View<'py> {
@@ -175,6 +189,9 @@ fn torch(py: Python<'_>) -> Option<&Torch> {
         ("uint16", Dtype::U16),
         ("uint8", Dtype::U8),
         ("float32", Dtype::F32),
+        ("float16", Dtype::F16),
+        ("bfloat16", Dtype::BF16),
+        ("float64", Dtype::F64),
     ] {
         // Older torch releases lack the wider unsigned types: skip what is missing.
         if let Ok(dt) = torch.getattr(name) {
@@ -201,7 +218,7 @@ fn numpy_dtype(a: &Bound<'_, PyUntypedArray>) -> Dtype {
             })*
         };
     }
-    find!(i64, i32, u16, f32, u8, u32, i16, u64);
+    find!(i64, i32, u16, f32, u8, u32, i16, u64, f64, half::f16);
     Dtype::Other
 }
 

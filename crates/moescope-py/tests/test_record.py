@@ -237,3 +237,28 @@ def test_sequence_ids_keep_a_sequence_in_one_split_half():
         rec2.record(0, ids, "en")
         halves2 = rec2.snapshot()["languages"]["en"]["halves"]
         assert [h["layers"][0]["tokens"] for h in halves2] == [20, 20]
+
+
+def test_float16_bfloat16_and_float64_scores_are_converted():
+    rng = np.random.default_rng(4)
+    t = 30
+    logits = rng.normal(size=(t, E)).astype(np.float32)
+    ids = np.argsort(-logits, axis=1)[:, :K].astype(np.int64)
+    weights = np.full((t, K), 0.25, np.float32)
+
+    def layer_of(**kw):
+        rec = recorder()
+        assert rec.record(1, ids, "en", **kw).recorded == t
+        return rec.snapshot()["languages"]["en"]["layers"][1]
+
+    base = layer_of(weights=weights, logits=logits)
+    for dtype in (np.float16, np.float64):
+        got = layer_of(weights=weights.astype(dtype), logits=logits.astype(dtype))
+        # float16 rounds the logits to 11 bits: the probabilities agree to about 1e-3.
+        np.testing.assert_allclose(got["prob_sum"], base["prob_sum"], rtol=2e-3, atol=1e-3)
+        assert got["topk_weight_sum"] == base["topk_weight_sum"] == 0.25 * t * K
+        assert got["expert_tokens"] == base["expert_tokens"]
+    torch = pytest.importorskip("torch")
+    got = layer_of(weights=torch.from_numpy(weights).bfloat16(), logits=torch.from_numpy(logits).bfloat16())
+    np.testing.assert_allclose(got["prob_sum"], base["prob_sum"], rtol=2e-2, atol=1e-2)
+    assert got["topk_weight_sum"] == 0.25 * t * K
