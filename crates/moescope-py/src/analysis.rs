@@ -1,6 +1,7 @@
 //! `moescope.analyze` and `moescope.diff`: the documents of `moescope analyze --format json`
 //! and `moescope diff --format json`, from the same library functions the CLI calls.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use moescope_core::Snapshot;
@@ -65,6 +66,7 @@ fn collapse(theta_bits: Option<f64>, min_deep_tokens: Option<f64>) -> CollapseCo
     active_alpha = AnalysisConfig::DEFAULT_ACTIVE_ALPHA,
     theta_bits = None,
     min_deep_tokens = None,
+    collapse_baselines = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn analyze<'py>(
@@ -77,6 +79,7 @@ pub(crate) fn analyze<'py>(
     active_alpha: f64,
     theta_bits: Option<f64>,
     min_deep_tokens: Option<f64>,
+    collapse_baselines: Option<BTreeMap<String, f64>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let snap = load_snapshot(snapshot, "snapshot")?;
     let config = AnalysisConfig {
@@ -85,6 +88,7 @@ pub(crate) fn analyze<'py>(
         top_k,
         all_pairs,
         collapse: collapse(theta_bits, min_deep_tokens),
+        collapse_baselines: collapse_baselines.unwrap_or_default(),
         ..AnalysisConfig::new(reference)
     };
     let json = py.detach(|| {
@@ -108,6 +112,7 @@ pub(crate) fn analyze<'py>(
     strict = false,
     theta_bits = None,
     min_deep_tokens = None,
+    collapse_baselines = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn diff<'py>(
@@ -120,6 +125,7 @@ pub(crate) fn diff<'py>(
     strict: bool,
     theta_bits: Option<f64>,
     min_deep_tokens: Option<f64>,
+    collapse_baselines: Option<BTreeMap<String, f64>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if !tolerance_bits.is_finite() || tolerance_bits < 0.0 {
         return Err(errors::analysis(format!(
@@ -133,6 +139,7 @@ pub(crate) fn diff<'py>(
     let config = AnalysisConfig {
         lsi_threshold,
         collapse: collapse(theta_bits, min_deep_tokens),
+        collapse_baselines: collapse_baselines.unwrap_or_default(),
         ..AnalysisConfig::new(reference)
     };
     let dc = DiffConfig {

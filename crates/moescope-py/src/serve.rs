@@ -83,7 +83,15 @@ impl PyPrometheusServer {
 /// Serves `recorder`'s statistics at `http://ADDR/metrics`, published every
 /// `interval_seconds` by a background thread. Returns the running server.
 #[pyfunction]
-#[pyo3(signature = (recorder, addr = "127.0.0.1:9464", *, interval_seconds = 5.0, reference = "en", model_label = None))]
+#[pyo3(signature = (
+    recorder,
+    addr = "127.0.0.1:9464",
+    *,
+    interval_seconds = 5.0,
+    reference = "en",
+    model_label = None,
+    collapse_baselines = None,
+))]
 pub(crate) fn serve_prometheus(
     py: Python<'_>,
     recorder: &Bound<'_, PyRecorder>,
@@ -91,6 +99,7 @@ pub(crate) fn serve_prometheus(
     interval_seconds: f64,
     reference: &str,
     model_label: Option<String>,
+    collapse_baselines: Option<std::collections::BTreeMap<String, f64>>,
 ) -> PyResult<PyPrometheusServer> {
     if !(interval_seconds.is_finite() && interval_seconds >= 0.001) {
         return Err(errors::config(format!(
@@ -101,6 +110,7 @@ pub(crate) fn serve_prometheus(
         interval: Duration::from_secs_f64(interval_seconds),
         reference: reference.to_string(),
         model_label,
+        collapse_baselines: collapse_baselines.unwrap_or_default(),
         ..PublisherConfig::default()
     };
     let rec = recorder.get().inner.clone();

@@ -45,6 +45,10 @@ def cli(moescope_bin, *args):
             {"theta_bits": 0.05, "min_deep_tokens": 10},
             ["--theta-bits", 0.05, "--min-deep-tokens", 10],
         ),
+        (
+            {"collapse_baselines": {"he": 0.25, "fr": -0.1}},
+            ["--collapse-baseline", "he=0.25", "--collapse-baseline", "fr=-0.1"],
+        ),
     ],
 )
 def test_analyze_equals_the_cli(tmp_path, moescope_bin, py_kwargs, cli_args):
@@ -63,9 +67,12 @@ def test_diff_equals_the_cli(tmp_path, moescope_bin, strict):
     base = write_snapshot(tmp_path / "base.json", 2, 0)
     cand = write_snapshot(tmp_path / "cand.json", 3, 28)
     args = ["diff", base, cand, "--reference", "en", "--format", "json", "--tolerance-bits", 0.05]
+    args += ["--collapse-baseline", "fr=0.1"]
     if strict:
         args.append("--strict")
     expected, code = cli(moescope_bin, *args)
-    got = moescope.diff(base, cand, "en", tolerance_bits=0.05, strict=strict)
+    got = moescope.diff(
+        base, cand, "en", tolerance_bits=0.05, strict=strict, collapse_baselines={"fr": 0.1}
+    )
     assert got == expected
     assert got["regression"] == (code == 1)

@@ -172,10 +172,13 @@ def analyze(
     active_alpha: float = 0.1,
     theta_bits: Optional[float] = None,
     min_deep_tokens: Optional[float] = None,
+    collapse_baselines: Optional[Mapping[str, float]] = None,
 ) -> Dict[str, Any]:
     """The ``moescope.analysis/v1`` document, equal to ``moescope analyze --format json``.
 
     ``snapshot``: a snapshot dict, JSON text, a path, or a ``Recorder`` (its window now).
+    ``collapse_baselines``: ``{lang: bits}``, each language's healthy collapse score (the
+    CLI's ``--collapse-baseline LANG=BITS``).
     Raises ``SnapshotError`` for an unreadable snapshot, ``AnalysisError`` for bad options
     or an unknown reference language."""
 
@@ -189,6 +192,7 @@ def diff(
     strict: bool = False,
     theta_bits: Optional[float] = None,
     min_deep_tokens: Optional[float] = None,
+    collapse_baselines: Optional[Mapping[str, float]] = None,
 ) -> Dict[str, Any]:
     """The ``moescope.diff/v1`` document, equal to ``moescope diff --format json``;
     ``result["regression"]`` is the verdict (the CLI's exit code 1)."""
@@ -217,6 +221,7 @@ def serve_prometheus(
     interval_seconds: float = 5.0,
     reference: str = "en",
     model_label: Optional[str] = None,
+    collapse_baselines: Optional[Mapping[str, float]] = None,
 ) -> PrometheusServer:
     """Serves ``recorder``'s statistics at ``http://addr/metrics`` (port 0: any free port),
     published every ``interval_seconds``. ``ServeError`` (an ``OSError``) if the address
