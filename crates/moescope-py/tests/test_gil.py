@@ -66,3 +66,39 @@ def test_the_measure_sees_a_call_that_holds_the_gil():
     steps, took = steps_of_another_thread_during(busy)
     assert took >= 0.03
     assert steps == 0
+
+
+def test_threads_recording_into_one_recorder_count_exactly():
+    # Batches large enough to release the GIL: the threads record at the same time, each
+    # with its own scratch buffers when another thread holds the recorder's.
+    E, K, T = 64, 8, 1024
+    rec = moescope.Recorder("olmoe-1b-7b", window_seconds=3600, buckets=1)
+    tags = ["en", "he", "ja"]
+    ids_of = np.array([rec.language(t) for t in tags], dtype=np.uint16)
+    rng = np.random.default_rng(2)
+    batches = []
+    for _ in range(4):
+        which = rng.integers(0, 3, size=T)
+        batches.append((rng.integers(0, E, size=(T, K)), which))
+    assert T * K >= moescope.GIL_RELEASE_MIN_SLOTS
+
+    def work(i):
+        ids, which = batches[i]
+        for step in range(25):
+            rec.record(step % 16, ids, ids_of[which])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rec.dropped("writer_contention") == 0
+    snap = rec.snapshot()
+    for li, tag in enumerate(tags):
+        expected = np.zeros((16, E))
+        for ids, which in batches:
+            per_call = np.bincount(ids[which == li].ravel(), minlength=E)
+            for step in range(25):
+                expected[step % 16] += per_call
+        got = np.array([layer["expert_tokens"] for layer in snap["languages"][tag]["layers"]])
+        np.testing.assert_array_equal(got, expected)
