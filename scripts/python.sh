@@ -7,7 +7,8 @@
 # ${MOESCOPE_PY_CACHE:-$HOME/.cache/moescope}/py-<hash of requirements-test.txt>: created and
 # filled on a fresh machine (numpy, pytest, maturin, torch with its CUDA runtime wheels,
 # transformers: about 5 GB), reused afterwards. The extension's build folder is cached next to
-# it. Needs python3 (3.9 or later) with venv, and the Rust toolchain.
+# it. Needs python3 (3.9 or later) with venv, and the Rust toolchain. Set MOESCOPE_BIN to a
+# built `moescope` binary to skip building the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -55,9 +56,12 @@ CARGO_TARGET_DIR="$CACHE/py-target" "$PY" -m pip install -q --no-cache-dir \
   --disable-pip-version-check --force-reinstall --no-deps "./$PKG"
 echo "== python: built and installed in $(( $(date +%s) - start )) s"
 
-# The tests compare moescope.analyze with the CLI's output.
-cargo build -p moescope-cli --locked --quiet
-export MOESCOPE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/moescope"
+# The tests compare moescope.analyze with the CLI's output: the binary $MOESCOPE_BIN (e.g. the
+# one `cargo test --workspace` just built), else a debug build of moescope-cli.
+if [ -z "${MOESCOPE_BIN:-}" ]; then
+  cargo build -p moescope-cli --locked --quiet
+  export MOESCOPE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/moescope"
+fi
 
 echo "== python: pytest $PKG/tests"
 # From outside the source tree, so that `import moescope` is the installed package.
