@@ -1,0 +1,301 @@
+"""moescope.hf.attach on tiny random-weight transformers MoE models, one per family.
+
+Each model runs a mixed-language batch (English, Hebrew, Japanese as UTF-8 bytes, rows padded
+on either side); the counts the recorder holds must equal, per language, MoE layer and expert,
+the routing recomputed here from each router's input by the family's own rule (group-limited
+sigmoid routing with the score-correction bias for DeepSeek-V3, and so on), and the ids the
+experts module actually received, for the padded-out positions excluded.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import moescope  # noqa: E402
+import moescope.hf as mhf  # noqa: E402
+
+torch.set_num_threads(1)
+warnings.filterwarnings("ignore", message=".*eos_token_id.*")
+
+TEXTS = [
+    ("en", "Routing is watched per language, token by token."),
+    ("he", "הניתוב נמדד לכל שפה."),
+    ("ja", "言語ごとに監視する。"),
+]
+
+COMMON = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=32,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=256,
+    use_cache=False,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+GENERIC = dict(
+    num_hidden_layers=3,
+    num_experts=8,
+    num_local_experts=8,
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+    moe_intermediate_size=16,
+)
+DEEPSEEK = dict(
+    num_hidden_layers=3,
+    n_routed_experts=16,
+    num_experts_per_tok=4,
+    n_group=4,
+    topk_group=2,
+    first_k_dense_replace=1,
+    n_shared_experts=1,
+    moe_intermediate_size=16,
+    routed_scaling_factor=2.5,
+    q_lora_rank=None,
+    kv_lora_rank=16,
+    qk_rope_head_dim=8,
+    qk_nope_head_dim=8,
+    v_head_dim=8,
+    num_key_value_heads=4,
+)
+
+# family -> (model_type for AutoConfig, config overrides, routing rule, dense layers)
+FAMILIES = {
+    "qwen2_moe": (
+        "qwen2_moe",
+        dict(GENERIC, num_hidden_layers=4, decoder_sparse_step=2, shared_expert_intermediate_size=32, norm_topk_prob=False),
+        "softmax_topk",
+        [0, 2],
+    ),
+    "qwen3_moe": ("qwen3_moe", dict(GENERIC, num_hidden_layers=4, mlp_only_layers=[0, 2], norm_topk_prob=True), "softmax_topk", [0, 2]),
+    "olmoe": ("olmoe", GENERIC, "softmax_topk", []),
+    "mixtral": ("mixtral", dict(GENERIC, sliding_window=None), "softmax_topk", []),
+    "deepseek_v3": ("deepseek_v3", DEEPSEEK, "grouped_sigmoid", [0]),
+    "qwen3_next": ("qwen3_next", dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]), "softmax_topk", []),
+    "gpt_oss": ("gpt_oss", dict(GENERIC, sliding_window=64, layer_types=["sliding_attention", "full_attention", "sliding_attention"]), "logit_topk", []),
+    "granitemoe": ("granitemoe", GENERIC, "logit_topk", []),
+    "granitemoeshared": ("granitemoeshared", dict(GENERIC, shared_intermediate_size=16), "logit_topk", []),
+    "phimoe": ("phimoe", dict(GENERIC, sliding_window=None), "logit_topk", []),
+    "minimax": ("minimax", GENERIC, "softmax_topk", []),
+    "hunyuan_v1_moe": ("hunyuan_v1_moe", dict(GENERIC, moe_topk=2), "softmax_topk", []),
+    "ernie4_5_moe": ("ernie4_5_moe", dict(GENERIC, moe_layer_start_index=1), "ernie", [0]),
+    "glm4_moe": ("glm4_moe", dict(DEEPSEEK, partial_rotary_factor=0.5, num_key_value_heads=2), "grouped_sigmoid", [0]),
+    "exaone_moe": ("exaone_moe", dict(GENERIC, n_group=1, topk_group=1, first_k_dense_replace=1), "grouped_sigmoid", [0]),
+    "minimax_m2": ("minimax_m2", GENERIC, "sigmoid_bias", []),
+    "llama4_text": ("llama4_text", dict(GENERIC, interleave_moe_layer_step=1, intermediate_size_mlp=32), "logit_topk", []),
+    "jetmoe": ("jetmoe", dict(GENERIC, kv_channels=8), "logit_topk", []),
+    "qwen3_5_moe_text": ("qwen3_5_moe_text", dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]), "softmax_topk", []),
+}
+
+
+def build(family: str, seed: int = 7):
+    model_type, overrides, _, _ = FAMILIES[family]
+    torch.manual_seed(seed)
+    config = transformers.AutoConfig.for_model(model_type, **{**COMMON, **overrides})
+    config._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for r in mhf.routers(model):
+            # Spread the routers' scores (random init is near-uniform at this size) and the
+            # score-correction biases, so routing differs by token and the bias matters.
+            w = _router_weight(r.module)
+            w.normal_(0.0, 1.0, generator=gen)
+            for bias_owner in (r.module, getattr(r.module, "moe_statics", None), _parent(model, r.name)):
+                b = getattr(bias_owner, "e_score_correction_bias", None) if bias_owner is not None else None
+                if isinstance(b, torch.Tensor):
+                    b.normal_(0.0, 0.3, generator=gen)
+    return config, model
+
+
+def _parent(model, name):
+    return model.get_submodule(name.rsplit(".", 1)[0])
+
+
+def _router_weight(m):
+    for sub in (getattr(m, "wg", None), getattr(m, "layer", None), getattr(m, "gate", None), m):
+        if sub is not None and isinstance(getattr(sub, "weight", None), torch.Tensor):
+            return sub.weight
+    if hasattr(m, "router"):
+        return _router_weight(m.router)
+    raise AssertionError(f"no router weight in {type(m).__name__}")
+
+
+def batch(side=("right", "right", "left")):
+    rows = [list(text.encode()) for _, text in TEXTS]
+    width = max(len(r) for r in rows) + 2
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        if side[i] == "right":
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        else:
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+# ---- the reference: each family's routing rule, recomputed from the router's input ---------
+
+
+def _logits(router, hidden):
+    m = router.module
+    if router.kind == "dbrx":
+        m = m.router
+    h = hidden.reshape(-1, hidden.shape[-1]).double()
+    w = _router_weight(m).detach().double()
+    out = h @ w.T
+    bias = getattr(m, "bias", None)
+    if isinstance(bias, torch.Tensor) and bias.shape == (w.shape[0],):
+        out = out + bias.detach().double()
+    return out
+
+
+def _bias(model, router):
+    for owner in (router.module, getattr(router.module, "moe_statics", None), _parent(model, router.name)):
+        b = getattr(owner, "e_score_correction_bias", None) if owner is not None else None
+        if isinstance(b, torch.Tensor):
+            return b.detach().double().reshape(-1)
+    raise AssertionError(f"{router.name}: no e_score_correction_bias")
+
+
+def reference_ids(model, router, rule, hidden):
+    """[N, k] sorted expert ids per token, by the family's rule, written out here."""
+    logits = _logits(router, hidden)
+    k = router.top_k
+    n, e = logits.shape
+    if rule in ("softmax_topk", "logit_topk"):  # softmax is monotonic: the same top-k
+        choice = logits
+    elif rule == "ernie":
+        choice = torch.softmax(logits, -1) + _bias(model, router)
+    elif rule == "sigmoid_bias":
+        choice = torch.sigmoid(logits) + _bias(model, router)
+    elif rule == "grouped_sigmoid":
+        m = router.module
+        groups, keep = m.n_group if hasattr(m, "n_group") else m.num_group, m.topk_group
+        scores = torch.sigmoid(logits) + _bias(model, router)
+        out = np.zeros((n, k), dtype=np.int64)
+        for t in range(n):
+            s = scores[t].numpy()
+            per = e // groups
+            # a group's score: the sum of its two best experts; keep the best `keep` groups
+            gs = [np.sort(s[g * per : (g + 1) * per])[-2:].sum() for g in range(groups)]
+            kept = sorted(range(groups), key=lambda g: -gs[g])[:keep]
+            cand = [x for g in kept for x in range(g * per, (g + 1) * per)]
+            out[t] = sorted(sorted(cand, key=lambda x: -s[x])[:k])
+        return out
+    else:
+        raise AssertionError(rule)
+    return np.sort(torch.topk(choice, k, dim=-1).indices.numpy(), axis=-1)
+
+
+def run_with_reference(family, model, rule, ids, mask, rec_ctx):
+    """Runs the model once, returning per router layer: (reference ids [B*T, k] by the rule,
+    ids and weights the experts module received or None)."""
+    hidden, experts_in = {}, {}
+    hooks = []
+    rs = mhf.routers(model)
+    for r in rs:
+
+        def pre(_m, args, kwargs, layer=r.layer):
+            hidden[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+        hooks.append(r.module.register_forward_pre_hook(pre, with_kwargs=True))
+        experts = getattr(_parent(model, r.name), "experts", None)
+        if experts is not None and r.kind in ("tuple", "dbrx"):
+
+            def epre(_m, args, kwargs, layer=r.layer):
+                a = list(args) + [kwargs.get(x) for x in ("top_k_index", "top_k_weights") if x in kwargs]
+                if len(a) >= 3 and not a[1].is_floating_point():
+                    experts_in[layer] = (a[1].detach().clone(), a[2].detach().float().clone())
+
+            hooks.append(experts.register_forward_pre_hook(epre, with_kwargs=True))
+    try:
+        with rec_ctx, torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    ref = {}
+    for r in rs:
+        raw = np.sort(torch.topk(_logits(r, hidden[r.layer]), r.top_k, dim=-1).indices.numpy(), axis=-1)
+        ref[r.layer] = (reference_ids(model, r, rule, hidden[r.layer]), experts_in.get(r.layer), raw)
+    return rs, ref
+
+
+def expected_counts(rs, ref, langs_per_token, keep, tags):
+    """{tag: {layer: (expert counts, weight sum)}} over kept tokens."""
+    e = rs[0].num_experts
+    want = {t: {} for t in tags}
+    for r in rs:
+        ids, exp, _ = ref[r.layer]
+        for t in tags:
+            sel = keep & (langs_per_token == t)
+            counts = np.bincount(ids[sel].reshape(-1), minlength=e)
+            wsum = float(exp[1].reshape(len(keep), -1)[sel].sum()) if exp is not None else None
+            want[t][r.layer] = (counts, wsum)
+    return want
+
+
+def layer_counts(snapshot, tag, depth):
+    lang = snapshot["languages"].get(tag)
+    if lang is None:
+        return None
+    return lang["layers"][depth]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_counts_equal_the_models_routing(family):
+    _, overrides, rule, dense = FAMILIES[family]
+    config, model = build(family)
+    rs = mhf.routers(model)
+    spec = mhf.spec_from_model(model)
+    n_layers = overrides.get("num_hidden_layers", 3)
+    assert spec["layers"] == [i for i in range(n_layers) if i not in dense], spec
+    assert [r.layer for r in rs] == spec["layers"]
+    recorder = mhf.recorder_for(model)
+    ids, mask = batch()
+    tags = [t for t, _ in TEXTS]
+    handle = mhf.attach(model, recorder)
+    rs, ref = run_with_reference(family, model, rule, ids, mask, mhf.tag(tags))
+    handle.remove()
+    assert handle.errors == 0, handle.last_error
+
+    keep = mask.reshape(-1).bool().numpy()
+    langs_per_token = np.repeat(np.array(tags), ids.shape[1])
+    want = expected_counts(rs, ref, langs_per_token, keep, tags)
+    snap = recorder.snapshot()
+    assert set(snap["languages"]) == set(tags)
+    differs_from_raw_topk = False
+    for depth, r in enumerate(rs):
+        ref_ids, exp, raw = ref[r.layer]
+        if exp is not None:  # the ids the experts received are the rule's ids
+            assert np.array_equal(np.sort(exp[0].numpy(), axis=-1), ref_ids), (family, r.layer)
+        differs_from_raw_topk |= not np.array_equal(raw[keep], ref_ids[keep])
+        for t in tags:
+            got = layer_counts(snap, t, depth)
+            counts, wsum = want[t][r.layer]
+            assert np.array_equal(np.asarray(got["expert_tokens"], dtype=np.float64), counts.astype(np.float64)), (
+                family,
+                r.layer,
+                t,
+                got["expert_tokens"],
+                counts.tolist(),
+            )
+            n_tokens = int((keep & (langs_per_token == t)).sum())
+            assert got["tokens"] == n_tokens
+            if wsum is not None and "topk_weight_sum" in got:
+                assert got["topk_weight_sum"] == pytest.approx(wsum, rel=1e-5)
+    if rule in ("grouped_sigmoid", "sigmoid_bias", "ernie"):
+        assert differs_from_raw_topk, "the group limit and bias never changed a choice: the test would not tell"
+
