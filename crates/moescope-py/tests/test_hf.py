@@ -93,6 +93,7 @@ FAMILIES = {
     "minimax_m2": ("minimax_m2", GENERIC, "sigmoid_bias", []),
     "llama4_text": ("llama4_text", dict(GENERIC, interleave_moe_layer_step=1, intermediate_size_mlp=32), "logit_topk", []),
     "jetmoe": ("jetmoe", dict(GENERIC, kv_channels=8), "logit_topk", []),
+    "dbrx": ("dbrx", dict(num_hidden_layers=3), "softmax_topk", []),
     "qwen3_5_moe_text": ("qwen3_5_moe_text", dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]), "softmax_topk", []),
 }
 
@@ -100,7 +101,21 @@ FAMILIES = {
 def build(family: str, seed: int = 7):
     model_type, overrides, _, _ = FAMILIES[family]
     torch.manual_seed(seed)
-    config = transformers.AutoConfig.for_model(model_type, **{**COMMON, **overrides})
+    if model_type == "dbrx":  # its own key names, attention and FFN settings nested
+        config = transformers.DbrxConfig(
+            d_model=32,
+            n_heads=4,
+            n_layers=overrides["num_hidden_layers"],
+            max_seq_len=256,
+            vocab_size=256,
+            attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
+            ffn_config=dict(ffn_hidden_size=16, moe_num_experts=8, moe_top_k=2),
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    else:
+        config = transformers.AutoConfig.for_model(model_type, **{**COMMON, **overrides})
     config._attn_implementation = "eager"
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     gen = torch.Generator().manual_seed(seed + 1)
@@ -299,3 +314,211 @@ def test_counts_equal_the_models_routing(family):
     if rule in ("grouped_sigmoid", "sigmoid_bias", "ernie"):
         assert differs_from_raw_topk, "the group limit and bias never changed a choice: the test would not tell"
 
+
+
+# ---- tagging, padding, removal, failures, threads, generation ------------------------------
+
+
+def qwen3(seed=7):
+    return build("qwen3_moe", seed)[1]
+
+
+def routed_counts(model, ids, mask, langs_per_token, tags, keep_extra=None):
+    """Reference counts for one forward step (rule recomputed from router inputs)."""
+    rule = FAMILIES["qwen3_moe"][2]
+    rs, ref = run_with_reference("qwen3_moe", model, rule, ids, mask, _nullcontext())
+    keep = mask.reshape(-1).bool().numpy()
+    if keep_extra is not None:
+        keep = keep & keep_extra
+    return expected_counts(rs, ref, langs_per_token, keep, tags), rs
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return None
+
+
+def assert_snapshot_counts(snap, rs, want, tags):
+    for depth, r in enumerate(rs):
+        for t in tags:
+            got = layer_counts(snap, t, depth)
+            counts = want[t][r.layer][0]
+            if counts.sum() == 0:
+                assert got is None or sum(got["expert_tokens"]) == 0
+                continue
+            assert got is not None, (t, r.layer)
+            assert list(np.asarray(got["expert_tokens"], dtype=np.int64)) == counts.tolist(), (t, r.layer)
+
+
+def test_per_token_language_ids_and_skipped_token_ids():
+    model = qwen3()
+    recorder = mhf.recorder_for(model)
+    ids, mask = batch(("right", "left", "right"))
+    ids[:, 0] = torch.where(mask[:, 0] == 1, torch.tensor(1), ids[:, 0])  # a BOS where row 0/2 start
+    # Per token: the first half of each row English, the rest Hebrew (a code-switched batch).
+    half = ids.shape[1] // 2
+    names = np.empty(ids.shape, dtype=object)
+    names[:, :half], names[:, half:] = "en", "he"
+    lang_ids = np.vectorize(recorder.language)(names).astype(np.int64)
+    keep_extra = (ids != 1).reshape(-1).numpy()
+    want, rs = routed_counts(model, ids, mask, names.reshape(-1), ["en", "he"], keep_extra)
+    with mhf.attach(model, recorder, skip_token_ids=[1]) as handle:
+        with mhf.tag(torch.from_numpy(lang_ids)), torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+    assert handle.errors == 0, handle.last_error
+    assert_snapshot_counts(recorder.snapshot(), rs, want, ["en", "he"])
+    assert handle.recorded_tokens == int((mask.reshape(-1).bool().numpy() & keep_extra).sum()) * len(rs)
+
+
+def test_untagged_steps_use_the_default_tag_or_are_not_recorded():
+    model = qwen3()
+    ids, mask = batch()
+    recorder = mhf.recorder_for(model)
+    with mhf.attach(model, recorder) as handle, torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    assert handle.recorded_tokens == 0 and handle.errors == 0
+    assert not recorder.snapshot()["languages"]
+
+    want, rs = routed_counts(model, ids, mask, np.array(["und"] * ids.numel()), ["und"])
+    with mhf.attach(model, recorder, default_tag="und"), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    assert_snapshot_counts(recorder.snapshot(), rs, want, ["und"])
+
+
+def test_remove_stops_recording_and_nested_tags_restore():
+    model = qwen3()
+    ids, mask = batch()
+    recorder = mhf.recorder_for(model)
+    handle = mhf.attach(model, recorder)
+    with mhf.tag("en"):
+        with mhf.tag("he"):
+            assert mhf.current_tag() == "he"
+            with torch.no_grad():
+                model(input_ids=ids, attention_mask=mask)
+        assert mhf.current_tag() == "en"
+    assert mhf.current_tag() is None
+    first = handle.recorded_tokens
+    assert first == int(mask.sum()) * len(handle.routers)
+    handle.remove()
+    handle.remove()  # idempotent
+    with mhf.tag("ja"), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    assert handle.recorded_tokens == first
+    assert set(recorder.snapshot()["languages"]) == {"he"}
+
+
+class _Broken:
+    """A recorder whose record fails: the model must run as if nothing were attached."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def language(self, t):
+        return self.inner.language(t)
+
+    def record(self, *a, **k):
+        raise RuntimeError("recorder unavailable")
+
+
+def test_a_recording_problem_never_reaches_the_models_forward():
+    model = qwen3()
+    ids, mask = batch()
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask).logits
+    handle = mhf.attach(model, _Broken(mhf.recorder_for(model)))
+    with warnings.catch_warnings(record=True) as caught, mhf.tag(["en", "he", "ja"]), torch.no_grad():
+        warnings.simplefilter("always")
+        hooked = model(input_ids=ids, attention_mask=mask).logits
+        model(input_ids=ids, attention_mask=mask)
+    handle.remove()
+    assert torch.equal(plain, hooked)
+    assert handle.errors == 2 * len(handle.routers)
+    assert "recorder unavailable" in str(handle.last_error)
+    ours = [w for w in caught if "moescope.hf" in str(w.message)]
+    assert len(ours) == 1
+    # A tag of the wrong length is a counted problem too, not an exception in the forward.
+    handle = mhf.attach(model, mhf.recorder_for(model))
+    with warnings.catch_warnings(), mhf.tag(["en", "he"]), torch.no_grad():
+        warnings.simplefilter("ignore")
+        model(input_ids=ids, attention_mask=mask)
+    handle.remove()
+    assert handle.errors == 1 and handle.recorded_tokens == 0
+
+
+def test_a_recorder_for_another_model_is_refused_at_attach():
+    model = qwen3()
+    other = mhf.recorder_for(build("olmoe")[1])
+    with pytest.raises(ValueError, match="layers"):
+        mhf.attach(model, other)
+    # and nothing stays hooked
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_threads_keep_their_own_tags():
+    import threading
+
+    model = qwen3()
+    recorder = mhf.recorder_for(model)
+    ids, mask = batch()
+    want, rs = routed_counts(model, ids, mask, np.repeat(["en", "he", "ja"], ids.shape[1]), ["en", "he", "ja"])
+    barrier = threading.Barrier(3)
+    errors = []
+
+    def run(t, row):
+        try:
+            barrier.wait()
+            for _ in range(3):
+                with mhf.tag(t), torch.no_grad():
+                    model(input_ids=ids[row : row + 1], attention_mask=mask[row : row + 1])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    with mhf.attach(model, recorder) as handle:
+        threads = [threading.Thread(target=run, args=(t, i)) for i, t in enumerate(["en", "he", "ja"])]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert not errors and handle.errors == 0, (errors, handle.last_error)
+    snap = recorder.snapshot()
+    for depth, r in enumerate(rs):
+        for t in ["en", "he", "ja"]:
+            got = np.asarray(layer_counts(snap, t, depth)["expert_tokens"], dtype=np.int64)
+            assert got.tolist() == (3 * want[t][r.layer][0]).tolist(), (t, r.layer)
+
+
+def test_generation_records_prompt_and_decode_steps():
+    model = qwen3()
+    model.config.use_cache = True
+    recorder = mhf.recorder_for(model)
+    ids, mask = batch(("left", "left", "left"))
+    rs = mhf.routers(model)
+    seen = {r.layer: [] for r in rs}
+    hooks = [
+        r.module.register_forward_pre_hook(lambda _m, a, layer=r.layer: seen[layer].append(a[0].detach().clone()))
+        for r in rs
+    ]
+    new = 3
+    with mhf.attach(model, recorder) as handle, mhf.tag(["en", "he", "ja"]), torch.no_grad():
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0, use_cache=True)
+    for h in hooks:
+        h.remove()
+    assert handle.errors == 0, handle.last_error
+    snap = recorder.snapshot()
+    rows = ids.shape[0]
+    for depth, r in enumerate(rs):
+        steps = seen[r.layer]
+        assert len(steps) == new  # the prompt, then one step per new token but the last
+        for t_i, t in enumerate(["en", "he", "ja"]):
+            counts = np.zeros(r.num_experts, dtype=np.int64)
+            for s_i, h in enumerate(steps):
+                routed = reference_ids(model, r, "softmax_topk", h).reshape(rows, -1, r.top_k)[t_i]
+                if s_i == 0:
+                    routed = routed[mask[t_i].bool().numpy()]
+                counts += np.bincount(routed.reshape(-1), minlength=r.num_experts)
+            got = layer_counts(snap, t, depth)
+            assert list(np.asarray(got["expert_tokens"], dtype=np.int64)) == counts.tolist(), (t, r.layer)
+            assert got["tokens"] == int(mask[t_i].sum()) + new - 1
