@@ -93,6 +93,9 @@ FAMILIES = {
     "minimax_m2": ("minimax_m2", GENERIC, "sigmoid_bias", []),
     "llama4_text": ("llama4_text", dict(GENERIC, interleave_moe_layer_step=1, intermediate_size_mlp=32), "logit_topk", []),
     "jetmoe": ("jetmoe", dict(GENERIC, kv_channels=8), "logit_topk", []),
+    "cohere2_moe": ("cohere2_moe", GENERIC, "logit_topk", []),
+    "solar_open": ("solar_open", dict(GENERIC, n_group=2, topk_group=1, first_k_dense_replace=0), "grouped_sigmoid", []),
+    "afmoe": ("afmoe", dict(GENERIC, num_dense_layers=1), "sigmoid_bias", [0]),
     "dbrx": ("dbrx", dict(num_hidden_layers=3), "softmax_topk", []),
     "qwen3_5_moe_text": ("qwen3_5_moe_text", dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]), "softmax_topk", []),
 }
@@ -126,9 +129,10 @@ def build(family: str, seed: int = 7):
             w = _router_weight(r.module)
             w.normal_(0.0, 1.0, generator=gen)
             for bias_owner in (r.module, getattr(r.module, "moe_statics", None), _parent(model, r.name)):
-                b = getattr(bias_owner, "e_score_correction_bias", None) if bias_owner is not None else None
-                if isinstance(b, torch.Tensor):
-                    b.normal_(0.0, 0.3, generator=gen)
+                for attr in ("e_score_correction_bias", "expert_bias"):
+                    b = getattr(bias_owner, attr, None) if bias_owner is not None else None
+                    if isinstance(b, torch.Tensor):
+                        b.normal_(0.0, 0.3, generator=gen)
     return config, model
 
 
@@ -178,9 +182,10 @@ def _logits(router, hidden):
 
 def _bias(model, router):
     for owner in (router.module, getattr(router.module, "moe_statics", None), _parent(model, router.name)):
-        b = getattr(owner, "e_score_correction_bias", None) if owner is not None else None
-        if isinstance(b, torch.Tensor):
-            return b.detach().double().reshape(-1)
+        for attr in ("e_score_correction_bias", "expert_bias"):
+            b = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(b, torch.Tensor):
+                return b.detach().double().reshape(-1)
     raise AssertionError(f"{router.name}: no e_score_correction_bias")
 
 
@@ -243,8 +248,16 @@ def run_with_reference(family, model, rule, ids, mask, rec_ctx):
             h.remove()
     ref = {}
     for r in rs:
-        raw = np.sort(torch.topk(_logits(r, hidden[r.layer]), r.top_k, dim=-1).indices.numpy(), axis=-1)
-        ref[r.layer] = (reference_ids(model, r, rule, hidden[r.layer]), experts_in.get(r.layer), raw)
+        logits = _logits(r, hidden[r.layer])
+        raw = np.sort(torch.topk(logits, r.top_k, dim=-1).indices.numpy(), axis=-1)
+        if r.scoring == "softmax":
+            probs = torch.softmax(logits, -1).numpy()
+        elif r.scoring == "sigmoid":
+            sig = torch.sigmoid(logits)
+            probs = (sig / sig.sum(-1, keepdim=True)).numpy()
+        else:
+            probs = None
+        ref[r.layer] = (reference_ids(model, r, rule, hidden[r.layer]), experts_in.get(r.layer), raw, probs)
     return rs, ref
 
 
@@ -253,7 +266,7 @@ def expected_counts(rs, ref, langs_per_token, keep, tags):
     e = rs[0].num_experts
     want = {t: {} for t in tags}
     for r in rs:
-        ids, exp, _ = ref[r.layer]
+        ids, exp, _, _ = ref[r.layer]
         for t in tags:
             sel = keep & (langs_per_token == t)
             counts = np.bincount(ids[sel].reshape(-1), minlength=e)
@@ -293,7 +306,7 @@ def test_counts_equal_the_models_routing(family):
     assert set(snap["languages"]) == set(tags)
     differs_from_raw_topk = False
     for depth, r in enumerate(rs):
-        ref_ids, exp, raw = ref[r.layer]
+        ref_ids, exp, raw, probs = ref[r.layer]
         if exp is not None:  # the ids the experts received are the rule's ids
             assert np.array_equal(np.sort(exp[0].numpy(), axis=-1), ref_ids), (family, r.layer)
         differs_from_raw_topk |= not np.array_equal(raw[keep], ref_ids[keep])
@@ -309,8 +322,14 @@ def test_counts_equal_the_models_routing(family):
             )
             n_tokens = int((keep & (langs_per_token == t)).sum())
             assert got["tokens"] == n_tokens
-            if wsum is not None and "topk_weight_sum" in got:
+            if wsum is not None:  # the weights the experts were given
                 assert got["topk_weight_sum"] == pytest.approx(wsum, rel=1e-5)
+            if probs is not None:  # the router's distribution: softmax, or normalized sigmoid
+                sel = keep & (langs_per_token == t)
+                assert got["prob_tokens"] == n_tokens
+                assert np.allclose(got["prob_sum"], probs[sel].sum(0), rtol=1e-4, atol=1e-5), (family, r.layer, t)
+            else:
+                assert got.get("prob_sum") is None
     if rule in ("grouped_sigmoid", "sigmoid_bias", "ernie"):
         assert differs_from_raw_topk, "the group limit and bias never changed a choice: the test would not tell"
 
@@ -416,8 +435,8 @@ class _Broken:
     def __init__(self, inner):
         self.inner = inner
 
-    def language(self, t):
-        return self.inner.language(t)
+    def __getattr__(self, name):  # the spec (num_experts, top_k, moe_layers), language()
+        return getattr(self.inner, name)
 
     def record(self, *a, **k):
         raise RuntimeError("recorder unavailable")

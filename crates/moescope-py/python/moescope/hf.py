@@ -402,20 +402,21 @@ def _scored(r: Router, ids: torch.Tensor, weights: Optional[torch.Tensor], logit
 # ---------------------------------------------------------------------------------------------
 # The forward step in flight: which tokens count, with which language.
 
+#: The language id that leaves a token out of every count (``moescope.EXCLUDED``).
+EXCLUDED = 65535
+
 
 @dataclass
 class _Step:
-    rows: int
-    cols: int
-    keep: Optional[torch.Tensor]  # [rows * cols] bool, None = every token
-    kept: int
-    langs: Any  # an int (every kept token) or an np.ndarray of ids per kept token
-    sequence_ids: np.ndarray  # per kept token, uint64
+    tokens: int  # rows * cols, the tokens each router of the step routes
+    kept: int  # tokens counted (not padding, not skipped ids)
+    langs: Any  # one language id for every token, or a uint16 array per token (EXCLUDED = left out)
+    sequence_ids: Optional[np.ndarray]  # uint64 per token, or None
 
 
 _STEP: contextvars.ContextVar[Optional[_Step]] = contextvars.ContextVar("moescope_hf_step", default=None)
 # The step of a forward whose tokens cannot be attributed (a problem already counted): skipped.
-_SKIP = _Step(0, 0, None, 0, None, np.zeros(0, dtype=np.uint64))
+_SKIP = _Step(0, 0, EXCLUDED, None)
 _SEQ = itertools.count(1)
 
 
@@ -429,8 +430,9 @@ def _first_tensor(args: tuple, kwargs: dict, name: str, position: int) -> Option
 class Handle:
     """What :func:`attach` returns: the hooks, removable (``remove()``, or use the handle as a
     context manager). ``routers`` lists what is hooked; ``errors`` counts recording problems
-    (each left the model's forward untouched); ``recorded_tokens`` counts tokens passed to the
-    recorder per MoE layer (the sum over layers)."""
+    (each left the model's forward untouched; ``last_error`` is the latest);
+    ``recorded_tokens`` counts the tokens passed to the recorder as counted (not padding, not
+    skipped), summed over MoE layers."""
 
     def __init__(
         self,
@@ -461,8 +463,8 @@ class Handle:
         self._lang_cache: dict[str, int] = {}
         self._hooks: list[Any] = []
         self._patched: list[tuple[torch.nn.Module, str]] = []
-        self._check_spec()
-        self._record_kwargs = _record_kwargs(recorder)
+        self._depth = self._check_spec()
+        self._tls = threading.local()
         try:
             self._hooks.append(model.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
             self._hooks.append(model.register_forward_hook(self._post_forward, with_kwargs=True, always_call=True))
@@ -474,19 +476,28 @@ class Handle:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def _check_spec(self) -> None:
-        spec = _recorder_spec(self.recorder)
-        if spec is None:
-            return
+    def _check_spec(self) -> dict[int, int]:
+        """The recorder's MoE depth of each hooked layer, after checking that the recorder's
+        spec is the model's."""
         want = spec_from_model(self.model)
-        for key in ("num_experts", "top_k", "layers"):
-            have = spec.get(key)
-            if have is not None and list(np.atleast_1d(have)) != list(np.atleast_1d(want[key])):
+        have = {
+            "num_experts": getattr(self.recorder, "num_experts", None),
+            "top_k": getattr(self.recorder, "top_k", None),
+            "layers": getattr(self.recorder, "moe_layers", None),
+        }
+        for key, value in have.items():
+            if value is None:
+                raise TypeError(
+                    f"moescope.hf.attach: the recorder has no {'moe_layers' if key == 'layers' else key}; "
+                    "expected a moescope.Recorder"
+                )
+            if (list(value) if key == "layers" else value) != want[key]:
                 raise ValueError(
-                    f"moescope.hf.attach: the recorder's model spec has {key} = {have}, the model's "
+                    f"moescope.hf.attach: the recorder's model spec has {key} = {value}, the model's "
                     f"routers {want[key]}; build the recorder with moescope.hf.recorder_for(model) "
                     "or Recorder(model=moescope.hf.spec_from_model(model))"
                 )
+        return {layer: depth for depth, layer in enumerate(want["layers"])}
 
     def _hook_router(self, r: Router) -> None:
         if r.kind == "dbrx":
@@ -515,22 +526,16 @@ class Handle:
         except Exception as e:  # noqa: BLE001 - never raise into the model's forward
             self._fail(e)
             step = _SKIP
-        kwargs_token = _STEP.set(step)
-        self._tls().tokens.append(kwargs_token)
+        stack = self._tls.__dict__.setdefault("tokens", [])
+        stack.append(_STEP.set(step))
 
     def _post_forward(self, *_a: Any, **_k: Any) -> None:
-        tokens = self._tls().tokens
-        if tokens:
+        stack = self._tls.__dict__.get("tokens")
+        if stack:
             try:
-                _STEP.reset(tokens.pop())
-            except ValueError:  # set in another context (should not happen); leave it
+                _STEP.reset(stack.pop())
+            except ValueError:  # set in another context; the next forward sets its own
                 pass
-
-    def _tls(self) -> Any:
-        tls = self.__dict__.setdefault("_thread_local", threading.local())
-        if not hasattr(tls, "tokens"):
-            tls.tokens = []
-        return tls
 
     def _lang_id(self, t: str) -> int:
         lid = self._lang_cache.get(t)
@@ -558,37 +563,41 @@ class Handle:
         keep = None
         mask = _first_tensor(args, kwargs, "attention_mask", 1)
         if mask is not None and mask.ndim == 2:
-            m = mask[:, -cols:] if mask.shape[1] >= cols else None
-            if m is None or m.shape[0] != rows:
+            if mask.shape[0] != rows or mask.shape[1] < cols:
                 raise ValueError(f"attention_mask of shape {tuple(mask.shape)} for a batch of {rows} x {cols}")
-            keep = m.detach().to("cpu", torch.bool).reshape(-1)
+            # With a KV cache the mask covers the past too: this step's tokens are its last columns.
+            keep = mask[:, mask.shape[1] - cols :].detach().to("cpu", torch.bool).reshape(-1)
         if self.skip_token_ids is not None and input_ids is not None:
             skip = torch.isin(input_ids.detach().cpu().reshape(-1), self.skip_token_ids)
             keep = ~skip if keep is None else keep & ~skip
         if keep is not None and bool(keep.all()):
             keep = None
         keep_np = None if keep is None else keep.numpy()
-        kept = rows * cols if keep is None else int(keep_np.sum())
+        tokens = rows * cols
+        kept = tokens if keep_np is None else int(keep_np.sum())
 
         v = t.value
-        if isinstance(v, str):
+        if isinstance(v, str) and keep_np is None:
             langs: Any = self._lang_id(v)
         else:
-            if isinstance(v, tuple):
+            if isinstance(v, str):
+                per_token = np.full(tokens, self._lang_id(v), dtype=np.uint16)
+            elif isinstance(v, tuple):
                 if len(v) != rows:
                     raise ValueError(f"tag has {len(v)} languages for a batch of {rows} rows")
-                per_row = np.array([self._lang_id(x) for x in v], dtype=np.int64)
+                per_row = np.array([self._lang_id(x) for x in v], dtype=np.uint16)
                 per_token = np.repeat(per_row, cols)
             elif v.ndim == 1:
                 if v.shape[0] != rows:
                     raise ValueError(f"tag has {v.shape[0]} language ids for a batch of {rows} rows")
-                per_token = np.repeat(v, cols)
+                per_token = np.repeat(v, cols).astype(np.uint16)
             else:
                 if v.shape != (rows, cols):
                     raise ValueError(f"tag has language ids of shape {v.shape} for a batch of {rows} x {cols}")
-                per_token = v.reshape(-1)
-            langs = per_token if keep_np is None else per_token[keep_np]
-            langs = np.ascontiguousarray(langs, dtype=np.uint32)
+                per_token = v.reshape(-1).astype(np.uint16)
+            if keep_np is not None:
+                per_token[~keep_np] = EXCLUDED
+            langs = per_token
         if t.sequence_ids is not None:
             if t.sequence_ids.shape[0] != rows:
                 raise ValueError(f"tag has {t.sequence_ids.shape[0]} sequence ids for a batch of {rows} rows")
@@ -596,10 +605,7 @@ class Handle:
         else:
             base = next(_SEQ) << 20
             seq_rows = np.arange(base, base + rows, dtype=np.uint64)
-        seq = np.repeat(seq_rows, cols)
-        if keep_np is not None:
-            seq = seq[keep_np]
-        return _Step(rows, cols, keep, kept, langs, np.ascontiguousarray(seq, dtype=np.uint64))
+        return _Step(tokens, kept, langs, np.repeat(seq_rows, cols))
 
     # -- per router call ----------------------------------------------------------------------
 
@@ -612,57 +618,43 @@ class Handle:
         except Exception as e:  # noqa: BLE001 - never raise into the model's forward
             self._fail(e)
 
+    def _array(self, r: Router, x: torch.Tensor, integer: bool) -> np.ndarray:
+        x = x.detach()
+        if x.device.type != "cpu":
+            if not self.cuda_to_cpu:
+                raise RuntimeError(
+                    f"{r.name} output is on {x.device}; pass attach(..., cuda_to_cpu=True) to copy "
+                    "it to the CPU (a device synchronization per MoE layer)"
+                )
+            x = x.cpu()
+        if not integer and x.dtype != torch.float32:
+            x = x.float()
+        return x.contiguous().numpy()  # no copy for a contiguous CPU tensor of the right dtype
+
     def _record(self, r: Router, routed: _Routed, step: Optional[_Step]) -> None:
-        ids = routed.ids
-        n = ids.shape[0]
+        n = routed.ids.shape[0]
         if step is None:
             # The router ran outside a hooked top-level forward (a submodule called directly):
             # no mask; one tag for every token, or nothing.
             t = _TAG.get()
             v = t.value if t is not None else self.default_tag
             if not isinstance(v, str):
-                raise ValueError(f"{r.name} ran outside the model's forward with a per-row tag")
-            step = _Step(1, n, None, n, self._lang_id(v), None)  # type: ignore[arg-type]
-        elif n != step.rows * step.cols:
-            raise ValueError(
-                f"{r.name} routed {n} tokens in a forward step of {step.rows} x {step.cols} tokens"
-            )
-        tensors = {"ids": ids, "weights": routed.weights, "logits": routed.logits, "probs": routed.probs}
-        out: dict[str, Optional[np.ndarray]] = {}
-        for key, x in tensors.items():
-            if x is None or (key in ("logits", "probs") and not self.scores):
-                out[key] = None
-                continue
-            x = x.detach()
-            if x.device.type != "cpu":
-                if not self.cuda_to_cpu:
-                    raise RuntimeError(
-                        f"{r.name} output is on {x.device}; pass attach(..., cuda_to_cpu=True) "
-                        "to copy it to the CPU (a device synchronization per layer)"
-                    )
-                x = x.cpu()
-            if step.keep is not None:
-                x = x[step.keep]
-            if key == "ids":
-                x = x.to(torch.int64)
-            elif x.dtype != torch.float32:
-                x = x.float()
-            out[key] = x.contiguous().numpy()
-        kwargs: dict[str, Any] = {}
-        if out["weights"] is not None and "weights" in self._record_kwargs:
-            kwargs["weights"] = out["weights"]
-        if out["logits"] is not None and "logits" in self._record_kwargs:
-            kwargs["logits"] = out["logits"]
-        if out["probs"] is not None:
-            for name in ("probs", "probabilities"):
-                if name in self._record_kwargs:
-                    kwargs[name] = out["probs"]
-                    break
-        if step.sequence_ids is not None and "sequence_ids" in self._record_kwargs:
-            kwargs["sequence_ids"] = step.sequence_ids
+                raise ValueError(f"{r.name} ran outside the model's forward, with a per-row tag")
+            step = _Step(n, n, self._lang_id(v), None)
+        elif n != step.tokens:
+            raise ValueError(f"{r.name} routed {n} tokens in a forward step of {step.tokens} tokens")
         if step.kept == 0:
             return
-        self.recorder.record(r.layer, out["ids"], step.langs, **kwargs)
+        kwargs: dict[str, Any] = {}
+        if routed.weights is not None:
+            kwargs["weights"] = self._array(r, routed.weights, False)
+        if self.scores and routed.logits is not None:
+            kwargs["logits"] = self._array(r, routed.logits, False)
+        elif self.scores and routed.probs is not None:
+            kwargs["probs"] = self._array(r, routed.probs, False)
+        if step.sequence_ids is not None:
+            kwargs["sequence_ids"] = step.sequence_ids
+        self.recorder.record(self._depth[r.layer], self._array(r, routed.ids, True), step.langs, **kwargs)
         with self._lock:
             self.recorded_tokens += step.kept
 
@@ -700,35 +692,6 @@ class Handle:
     def __repr__(self) -> str:
         layers = [r.layer for r in self.routers]
         return f"<moescope.hf.Handle {len(layers)} MoE layers {layers}, errors={self.errors}>"
-
-
-def _record_kwargs(recorder: Any) -> set[str]:
-    """The keyword arguments ``recorder.record`` takes (a builtin's text signature, else the
-    documented set)."""
-    import inspect
-
-    try:
-        params = inspect.signature(recorder.record).parameters
-        names = {p.name for p in params.values()}
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            names |= {"weights", "logits", "sequence_ids"}
-        return names
-    except (TypeError, ValueError):
-        return {"weights", "logits", "sequence_ids"}
-
-
-def _recorder_spec(recorder: Any) -> Optional[dict]:
-    spec = getattr(recorder, "spec", None)
-    if callable(spec):
-        try:
-            spec = spec()
-        except Exception:  # noqa: BLE001
-            return None
-    if isinstance(spec, dict):
-        return spec
-    if spec is not None:
-        return {k: getattr(spec, k) for k in ("num_experts", "top_k", "layers") if hasattr(spec, k)}
-    return None
 
 
 def attach(
