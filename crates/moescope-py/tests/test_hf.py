@@ -541,3 +541,17 @@ def test_generation_records_prompt_and_decode_steps():
             got = layer_counts(snap, t, depth)
             assert list(np.asarray(got["expert_tokens"], dtype=np.int64)) == counts.tolist(), (t, r.layer)
             assert got["tokens"] == int(mask[t_i].sum()) + new - 1
+
+
+@pytest.mark.parametrize(
+    "family", ["qwen2_moe", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "glm4_moe", "minimax", "llama4_text"]
+)
+def test_the_spec_read_from_the_routers_equals_the_config_readers(family):
+    """spec_from_model (the hooked routers) and moescope's config.json reader (Recorder given
+    the transformers config) agree on the MoE layers, experts, top-k and shared experts."""
+    config, model = build(family)
+    mine = mhf.spec_from_model(model)
+    from_config = moescope.Recorder(model=config).model
+    for key in ("num_experts", "top_k", "layers", "num_hidden_layers"):
+        assert mine[key] == from_config[key], (key, mine, from_config)
+    assert mine["shared_experts"] == from_config.get("shared_experts", 0), (mine, from_config)
