@@ -1,21 +1,21 @@
 //! The Python module `moescope._moescope`, re-exported by the `moescope` package.
 //!
-//! A thin layer over the Rust crates: [`recorder`] wraps `moescope_core::Recorder` (reading
-//! NumPy arrays and PyTorch CPU tensors in place, see [`arrays`]), [`analysis`] calls
-//! `moescope_stats::analyze` and `diff` as the CLI does, and [`serve`] starts
+//! A thin layer over the Rust crates: `recorder` wraps `moescope_core::Recorder` (reading
+//! NumPy arrays and PyTorch CPU tensors in place, see `arrays`), `analysis` calls
+//! `moescope_stats::analyze` and `diff` as the CLI does, and `serve` starts
 //! `moescope_prometheus::serve_prometheus`. The Python-facing documentation is in the type
 //! stubs (`python/moescope/_moescope.pyi`) and docs/PYTHON.md. This crate is built by maturin
 //! (`pip install ./crates/moescope-py`), outside the root workspace.
 
 use pyo3::prelude::*;
 
-pub mod analysis;
+mod analysis;
 // The one module with `unsafe`: slices of NumPy buffers (each block carries its SAFETY).
 #[allow(unsafe_code)]
-pub mod arrays;
-pub mod errors;
-pub mod recorder;
-pub mod serve;
+mod arrays;
+mod errors;
+mod recorder;
+mod serve;
 
 /// The native module.
 #[pymodule]
