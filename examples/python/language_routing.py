@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import subprocess
 import sys
 from typing import Any, Optional
 
-import torch
-
 import moescope
 import moescope.hf
+import torch
 
 TEXTS = {
     "en": [
@@ -142,7 +140,12 @@ def tokenizer_batches(tokenizer: Any, texts: dict[str, list[str]], batch_size: i
     for i in range(0, len(rows), batch_size):
         chunk = rows[i : i + batch_size]
         enc = tokenizer([t for _, t in chunk], return_tensors="pt", padding=True)
-        yield [lang for lang, _ in chunk], [t for _, t in chunk], enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        yield (
+            [lang for lang, _ in chunk],
+            [t for _, t in chunk],
+            enc["input_ids"].to(device),
+            enc["attention_mask"].to(device),
+        )
 
 
 def record_model(
@@ -208,18 +211,32 @@ def main(argv: Optional[list[str]] = None) -> int:
         if cand is None:
             raise SystemExit("--compare needs a real --model; tiny mode compares with a perturbed copy")
         for model, path in ((base, base_path), (cand, cand_path)):
-            record_model(model, byte_batches(TEXTS, args.batch_size), path, skip_token_ids=[BOS, EOS], cuda_to_cpu=False)
+            record_model(
+                model, byte_batches(TEXTS, args.batch_size), path, skip_token_ids=[BOS, EOS], cuda_to_cpu=False
+            )
         have_candidate = True
     else:
         cuda = args.device.startswith("cuda")
         tok, base = load_real(args.model, args.device, args.allow_download)
         specials = list(tok.all_special_ids)
-        record_model(base, tokenizer_batches(tok, TEXTS, args.batch_size, args.device), base_path, skip_token_ids=specials, cuda_to_cpu=cuda)
+        record_model(
+            base,
+            tokenizer_batches(tok, TEXTS, args.batch_size, args.device),
+            base_path,
+            skip_token_ids=specials,
+            cuda_to_cpu=cuda,
+        )
         del base
         have_candidate = args.compare is not None
         if have_candidate:
             tok2, cand = load_real(args.compare, args.device, args.allow_download)
-            record_model(cand, tokenizer_batches(tok2, TEXTS, args.batch_size, args.device), cand_path, skip_token_ids=list(tok2.all_special_ids), cuda_to_cpu=cuda)
+            record_model(
+                cand,
+                tokenizer_batches(tok2, TEXTS, args.batch_size, args.device),
+                cand_path,
+                skip_token_ids=list(tok2.all_special_ids),
+                cuda_to_cpu=cuda,
+            )
 
     print(f"snapshots: {base_path}" + (f", {cand_path}" if have_candidate else ""))
     analysis = moescope.analyze(base_path, args.reference)
