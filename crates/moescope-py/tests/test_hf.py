@@ -72,16 +72,37 @@ DEEPSEEK = dict(
 FAMILIES = {
     "qwen2_moe": (
         "qwen2_moe",
-        dict(GENERIC, num_hidden_layers=4, decoder_sparse_step=2, shared_expert_intermediate_size=32, norm_topk_prob=False),
+        dict(
+            GENERIC,
+            num_hidden_layers=4,
+            decoder_sparse_step=2,
+            shared_expert_intermediate_size=32,
+            norm_topk_prob=False,
+        ),
         "softmax_topk",
         [0, 2],
     ),
-    "qwen3_moe": ("qwen3_moe", dict(GENERIC, num_hidden_layers=4, mlp_only_layers=[0, 2], norm_topk_prob=True), "softmax_topk", [0, 2]),
+    "qwen3_moe": (
+        "qwen3_moe",
+        dict(GENERIC, num_hidden_layers=4, mlp_only_layers=[0, 2], norm_topk_prob=True),
+        "softmax_topk",
+        [0, 2],
+    ),
     "olmoe": ("olmoe", GENERIC, "softmax_topk", []),
     "mixtral": ("mixtral", dict(GENERIC, sliding_window=None), "softmax_topk", []),
     "deepseek_v3": ("deepseek_v3", DEEPSEEK, "grouped_sigmoid", [0]),
-    "qwen3_next": ("qwen3_next", dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]), "softmax_topk", []),
-    "gpt_oss": ("gpt_oss", dict(GENERIC, sliding_window=64, layer_types=["sliding_attention", "full_attention", "sliding_attention"]), "logit_topk", []),
+    "qwen3_next": (
+        "qwen3_next",
+        dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]),
+        "softmax_topk",
+        [],
+    ),
+    "gpt_oss": (
+        "gpt_oss",
+        dict(GENERIC, sliding_window=64, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+        "logit_topk",
+        [],
+    ),
     "granitemoe": ("granitemoe", GENERIC, "logit_topk", []),
     "granitemoeshared": ("granitemoeshared", dict(GENERIC, shared_intermediate_size=16), "logit_topk", []),
     "phimoe": ("phimoe", dict(GENERIC, sliding_window=None), "logit_topk", []),
@@ -89,15 +110,35 @@ FAMILIES = {
     "hunyuan_v1_moe": ("hunyuan_v1_moe", dict(GENERIC, moe_topk=2), "softmax_topk", []),
     "ernie4_5_moe": ("ernie4_5_moe", dict(GENERIC, moe_layer_start_index=1), "ernie", [0]),
     "glm4_moe": ("glm4_moe", dict(DEEPSEEK, partial_rotary_factor=0.5, num_key_value_heads=2), "grouped_sigmoid", [0]),
-    "exaone_moe": ("exaone_moe", dict(GENERIC, n_group=1, topk_group=1, first_k_dense_replace=1), "grouped_sigmoid", [0]),
+    "exaone_moe": (
+        "exaone_moe",
+        dict(GENERIC, n_group=1, topk_group=1, first_k_dense_replace=1),
+        "grouped_sigmoid",
+        [0],
+    ),
     "minimax_m2": ("minimax_m2", GENERIC, "sigmoid_bias", []),
-    "llama4_text": ("llama4_text", dict(GENERIC, interleave_moe_layer_step=1, intermediate_size_mlp=32), "logit_topk", []),
+    "llama4_text": (
+        "llama4_text",
+        dict(GENERIC, interleave_moe_layer_step=1, intermediate_size_mlp=32),
+        "logit_topk",
+        [],
+    ),
     "jetmoe": ("jetmoe", dict(GENERIC, kv_channels=8), "logit_topk", []),
     "cohere2_moe": ("cohere2_moe", GENERIC, "logit_topk", []),
-    "solar_open": ("solar_open", dict(GENERIC, n_group=2, topk_group=1, first_k_dense_replace=0), "grouped_sigmoid", []),
+    "solar_open": (
+        "solar_open",
+        dict(GENERIC, n_group=2, topk_group=1, first_k_dense_replace=0),
+        "grouped_sigmoid",
+        [],
+    ),
     "afmoe": ("afmoe", dict(GENERIC, num_dense_layers=1), "sigmoid_bias", [0]),
     "dbrx": ("dbrx", dict(num_hidden_layers=3), "softmax_topk", []),
-    "qwen3_5_moe_text": ("qwen3_5_moe_text", dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]), "softmax_topk", []),
+    "qwen3_5_moe_text": (
+        "qwen3_5_moe_text",
+        dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]),
+        "softmax_topk",
+        [],
+    ),
 }
 
 
@@ -334,7 +375,6 @@ def test_counts_equal_the_models_routing(family):
         assert differs_from_raw_topk, "the group limit and bias never changed a choice: the test would not tell"
 
 
-
 # ---- tagging, padding, removal, failures, threads, generation ------------------------------
 
 
@@ -522,7 +562,15 @@ def test_generation_records_prompt_and_decode_steps():
     ]
     new = 3
     with mhf.attach(model, recorder) as handle, mhf.tag(["en", "he", "ja"]), torch.no_grad():
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0, use_cache=True)
+        model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+            use_cache=True,
+        )
     for h in hooks:
         h.remove()
     assert handle.errors == 0, handle.last_error
@@ -555,3 +603,21 @@ def test_the_spec_read_from_the_routers_equals_the_config_readers(family):
     for key in ("num_experts", "top_k", "layers", "num_hidden_layers"):
         assert mine[key] == from_config[key], (key, mine, from_config)
     assert mine["shared_experts"] == from_config.get("shared_experts", 0), (mine, from_config)
+
+
+def test_two_recorders_on_one_model_each_count_everything():
+    """Language ids are each recorder's own: a second handle must not read the first's."""
+    model = qwen3()
+    ids, mask = batch()
+    first, second = mhf.recorder_for(model), mhf.recorder_for(model)
+    for tag_ in ("xx", "yy", "ja"):  # the second recorder numbers its languages differently
+        second.language(tag_)
+    assert first.language("en") != second.language("en")
+    with mhf.attach(model, first) as h1, mhf.attach(model, second) as h2:
+        with mhf.tag(["en", "he", "ja"]), torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+    assert h1.errors == 0 and h2.errors == 0, (h1.last_error, h2.last_error)
+    a, b = first.snapshot()["languages"], second.snapshot()["languages"]
+    assert set(a) == set(b) == {"en", "he", "ja"}
+    for lang in a:
+        assert [x["expert_tokens"] for x in a[lang]["layers"]] == [x["expert_tokens"] for x in b[lang]["layers"]]

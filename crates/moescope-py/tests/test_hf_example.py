@@ -69,10 +69,14 @@ def test_the_candidate_differs_only_in_its_perturbed_routers(outputs):
 
 def test_the_cli_reads_what_the_example_wrote(outputs, moescope_bin):
     base, cand = str(outputs / "base.snapshot.json"), str(outputs / "candidate.snapshot.json")
-    a = subprocess.run([moescope_bin, "analyze", "--format", "json", "--reference", "en", base], capture_output=True, text=True)
+    a = subprocess.run(
+        [moescope_bin, "analyze", "--format", "json", "--reference", "en", base], capture_output=True, text=True
+    )
     assert a.returncode == 0, a.stderr
     assert json.loads(a.stdout) == moescope.analyze(base, "en")
-    d = subprocess.run([moescope_bin, "diff", "--format", "json", "--reference", "en", base, cand], capture_output=True, text=True)
+    d = subprocess.run(
+        [moescope_bin, "diff", "--format", "json", "--reference", "en", base, cand], capture_output=True, text=True
+    )
     assert d.returncode in (0, 1), d.stderr
     assert d.returncode == int(json.loads(d.stdout)["regression"])
 

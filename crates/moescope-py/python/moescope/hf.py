@@ -299,7 +299,11 @@ def spec_from_model(model: torch.nn.Module, *, name: Optional[str] = None) -> di
     cfg = _text_config(config) if config is not None else None
     total = getattr(cfg, "num_hidden_layers", None) if cfg is not None else None
     if name is None:
-        name = (getattr(config, "_name_or_path", "") or getattr(config, "model_type", "") or "model") if config else "model"
+        name = (
+            (getattr(config, "_name_or_path", "") or getattr(config, "model_type", "") or "model")
+            if config
+            else "model"
+        )
     spec = {
         "name": str(name),
         "num_experts": experts.pop(),
@@ -339,8 +343,8 @@ def recorder_for(model: torch.nn.Module, **kwargs: Any) -> Any:
 class _Routed:
     ids: torch.Tensor  # [N, k] integer
     weights: Optional[torch.Tensor]  # [N, k]
-    logits: Optional[torch.Tensor]  # [N, E] (softmax routers)
-    probs: Optional[torch.Tensor]  # [N, E] (sigmoid routers; unnormalized scores)
+    logits: Optional[torch.Tensor]  # [N, E], or None
+    scoring: Optional[str]  # how the router scores experts: "softmax", "sigmoid" or None
 
 
 def _read_tuple(r: Router, out: Any) -> _Routed:
@@ -392,11 +396,7 @@ def _read_jetmoe(r: Router, out: Any) -> _Routed:
 def _scored(r: Router, ids: torch.Tensor, weights: Optional[torch.Tensor], logits: Optional[torch.Tensor]) -> _Routed:
     if logits is not None:
         logits = logits.reshape(-1, logits.shape[-1])
-    if r.scoring == "softmax":
-        return _Routed(ids, weights, logits, None)
-    if r.scoring == "sigmoid" and logits is not None:
-        return _Routed(ids, weights, None, torch.sigmoid(logits.float()))
-    return _Routed(ids, weights, None, None)
+    return _Routed(ids, weights, logits, r.scoring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +414,6 @@ class _Step:
     sequence_ids: Optional[np.ndarray]  # uint64 per token, or None
 
 
-_STEP: contextvars.ContextVar[Optional[_Step]] = contextvars.ContextVar("moescope_hf_step", default=None)
 # The step of a forward whose tokens cannot be attributed (a problem already counted): skipped.
 _SKIP = _Step(0, 0, EXCLUDED, None)
 _SEQ = itertools.count(1)
@@ -465,6 +464,11 @@ class Handle:
         self._patched: list[tuple[torch.nn.Module, str]] = []
         self._depth = self._check_spec()
         self._tls = threading.local()
+        # The forward step in flight, per thread and task; per handle, since language ids are
+        # the recorder's own (two recorders on one model intern tags independently).
+        self._step_var: contextvars.ContextVar[Optional[_Step]] = contextvars.ContextVar(
+            f"moescope_hf_step_{id(self):x}", default=None
+        )
         try:
             self._hooks.append(model.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
             self._hooks.append(model.register_forward_hook(self._post_forward, with_kwargs=True, always_call=True))
@@ -527,13 +531,13 @@ class Handle:
             self._fail(e)
             step = _SKIP
         stack = self._tls.__dict__.setdefault("tokens", [])
-        stack.append(_STEP.set(step))
+        stack.append(self._step_var.set(step))
 
     def _post_forward(self, *_a: Any, **_k: Any) -> None:
         stack = self._tls.__dict__.get("tokens")
         if stack:
             try:
-                _STEP.reset(stack.pop())
+                self._step_var.reset(stack.pop())
             except ValueError:  # set in another context; the next forward sets its own
                 pass
 
@@ -610,7 +614,7 @@ class Handle:
     # -- per router call ----------------------------------------------------------------------
 
     def _safe_record(self, r: Router, read: Callable[[], _Routed]) -> None:
-        step = _STEP.get()
+        step = self._step_var.get()
         if step is _SKIP or (step is None and _TAG.get() is None and self.default_tag is None):
             return
         try:
@@ -649,9 +653,10 @@ class Handle:
         if routed.weights is not None:
             kwargs["weights"] = self._array(r, routed.weights, False)
         if self.scores and routed.logits is not None:
-            kwargs["logits"] = self._array(r, routed.logits, False)
-        elif self.scores and routed.probs is not None:
-            kwargs["probs"] = self._array(r, routed.probs, False)
+            if routed.scoring == "softmax":  # the recorder takes the softmax
+                kwargs["logits"] = self._array(r, routed.logits, False)
+            elif routed.scoring == "sigmoid":  # the scores, normalized per token by the recorder
+                kwargs["probs"] = self._array(r, torch.sigmoid(routed.logits.detach().float()), False)
         if step.sequence_ids is not None:
             kwargs["sequence_ids"] = step.sequence_ids
         self.recorder.record(self._depth[r.layer], self._array(r, routed.ids, True), step.langs, **kwargs)
