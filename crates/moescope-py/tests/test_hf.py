@@ -133,6 +133,39 @@ FAMILIES = {
     ),
     "afmoe": ("afmoe", dict(GENERIC, num_dense_layers=1), "sigmoid_bias", [0]),
     "dbrx": ("dbrx", dict(num_hidden_layers=3), "softmax_topk", []),
+    "deepseek_v2": (
+        "deepseek_v2",
+        dict(DEEPSEEK, topk_method="group_limited_greedy"),
+        "grouped_softmax_max",
+        [0],
+    ),
+    "lfm2_moe": (
+        "lfm2_moe",
+        dict(GENERIC, num_dense_layers=1, layer_types=["full_attention", "conv", "full_attention"]),
+        "sigmoid_bias",
+        [0],
+    ),
+    "dots1": (
+        "dots1",
+        dict(GENERIC, first_k_dense_replace=1, n_group=2, topk_group=1, n_shared_experts=1),
+        "grouped_sigmoid",
+        [0],
+    ),
+    "flex_olmo": ("flex_olmo", GENERIC, "softmax_topk", []),
+    "granitemoehybrid": (
+        "granitemoehybrid",
+        dict(
+            GENERIC,
+            layer_types=["mamba", "attention", "mamba"],
+            mamba_n_heads=4,
+            mamba_d_head=16,
+            mamba_n_groups=1,
+            mamba_d_state=8,
+            mamba_chunk_size=16,
+        ),
+        "logit_topk",
+        [],
+    ),
     "qwen3_5_moe_text": (
         "qwen3_5_moe_text",
         dict(GENERIC, layer_types=["linear_attention", "full_attention", "linear_attention"]),
@@ -241,6 +274,17 @@ def reference_ids(model, router, rule, hidden):
         choice = torch.softmax(logits, -1) + _bias(model, router)
     elif rule == "sigmoid_bias":
         choice = torch.sigmoid(logits) + _bias(model, router)
+    elif rule == "grouped_softmax_max":  # DeepSeek-V2: groups ranked by their best softmax score
+        m = router.module
+        probs = torch.softmax(logits, -1).numpy()
+        per = e // m.num_group
+        out = np.zeros((n, k), dtype=np.int64)
+        for t in range(n):
+            best = [probs[t, g * per : (g + 1) * per].max() for g in range(m.num_group)]
+            kept = sorted(range(m.num_group), key=lambda g: -best[g])[: m.topk_group]
+            cand = [x for g in kept for x in range(g * per, (g + 1) * per)]
+            out[t] = sorted(sorted(cand, key=lambda x: -probs[t, x])[:k])
+        return out
     elif rule == "grouped_sigmoid":
         m = router.module
         groups, keep = m.n_group if hasattr(m, "n_group") else m.num_group, m.topk_group
@@ -371,7 +415,7 @@ def test_counts_equal_the_models_routing(family):
                 assert np.allclose(got["prob_sum"], probs[sel].sum(0), rtol=1e-4, atol=1e-5), (family, r.layer, t)
             else:
                 assert got.get("prob_sum") is None
-    if rule in ("grouped_sigmoid", "sigmoid_bias", "ernie"):
+    if rule in ("grouped_sigmoid", "grouped_softmax_max", "sigmoid_bias", "ernie"):
         assert differs_from_raw_topk, "the group limit and bias never changed a choice: the test would not tell"
 
 

@@ -168,6 +168,7 @@ _SIGMOID = {
     "Dots1TopkRouter",
     "MiniMaxM2TopKRouter",
     "AfmoeTokenChoiceRouter",
+    "Lfm2MoeTopKRouter",
     "Llama4Router",
 }
 _ROUTER_CLASS = re.compile(r"(TopKRouter|TopkRouter|Router|Gate|Gating)$")
