@@ -665,3 +665,42 @@ def test_two_recorders_on_one_model_each_count_everything():
     assert set(a) == set(b) == {"en", "he", "ja"}
     for lang in a:
         assert [x["expert_tokens"] for x in a[lang]["layers"]] == [x["expert_tokens"] for x in b[lang]["layers"]]
+
+
+def test_a_multimodal_moe_model_records_its_text_decoder():
+    """Qwen3-VL-MoE (vision encoder + MoE text decoder) on text: the decoder's routers are found
+    under model.language_model, the spec comes from the text config, counts are exact."""
+    torch.manual_seed(7)
+    text = dict(
+        COMMON,
+        **GENERIC,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+    )
+    vision = dict(
+        depth=1,
+        hidden_size=32,
+        intermediate_size=32,
+        num_heads=2,
+        out_hidden_size=32,
+        patch_size=4,
+        spatial_merge_size=1,
+        temporal_patch_size=1,
+    )
+    model = transformers.Qwen3VLMoeForConditionalGeneration(
+        transformers.Qwen3VLMoeConfig(text_config=text, vision_config=vision)
+    ).eval()
+    with torch.no_grad():
+        for r in mhf.routers(model):
+            r.module.weight.normal_(0.0, 1.0)
+    spec = mhf.spec_from_model(model)
+    assert spec["layers"] == [0, 1, 2] and spec["num_hidden_layers"] == 3
+    assert all(".language_model." in r.name for r in mhf.routers(model))
+    recorder = mhf.recorder_for(model)
+    ids, mask = batch()
+    tags = [t for t, _ in TEXTS]
+    with mhf.attach(model, recorder) as handle:
+        rs, ref = run_with_reference("qwen3_vl_moe", model, "softmax_topk", ids, mask, mhf.tag(tags))
+    assert handle.errors == 0, handle.last_error
+    keep = mask.reshape(-1).bool().numpy()
+    want = expected_counts(rs, ref, np.repeat(np.array(tags), ids.shape[1]), keep, tags)
+    assert_snapshot_counts(recorder.snapshot(), rs, want, tags)
