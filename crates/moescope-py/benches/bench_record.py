@@ -8,7 +8,7 @@ and PyTorch (`torch.bincount`), in the same run.
 One call = one MoE layer of one step: T tokens' top-k ids (int64, as `torch.topk` returns them)
 and a per-token language array (three languages), counted into per-language × expert counts.
 Every method is checked to count the same before it is timed. Medians of `--repeats` timed
-batches (each about 20 ms of calls); ratio = the best baseline's median / moescope's.
+batches (each about 20 ms of calls; the methods take turns); ratio = the best baseline's median / moescope's.
 """
 
 import argparse
@@ -22,24 +22,31 @@ import moescope
 E, K, LANGS = 128, 8, 3
 
 
-def per_call_ns(fn, repeats, target_s):
+def calls_per_batch(fn, target_s):
     fn()
     n = 1
     while True:  # calls per timed batch: about target_s
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
-        dt = time.perf_counter() - t0
-        if dt >= target_s or n >= 1 << 22:
-            break
+        if time.perf_counter() - t0 >= target_s or n >= 1 << 22:
+            return n
         n *= 2
-    samples = []
+
+
+def medians_ns(fns, repeats, target_s):
+    """Median ns per call of each function. The methods take turns (one timed batch each per
+    round), so a load change on the machine touches all of them alike."""
+    sizes = {name: calls_per_batch(fn, target_s) for name, fn in fns.items()}
+    samples = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - t0) / n * 1e9)
-    return statistics.median(samples)
+        for name, fn in fns.items():
+            n = sizes[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n * 1e9)
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def methods(t, rng):
@@ -88,7 +95,8 @@ def check_equal(rec, ids, lang_index, calls):
     """moescope's window equals bincount per language, for `calls` identical calls."""
     snap = rec.snapshot()
     for li, tag in enumerate(("en", "he", "zh")):
-        got = np.array(snap["languages"][tag]["layers"][0]["expert_tokens"])
+        lang = snap["languages"].get(tag)
+        got = np.array(lang["layers"][0]["expert_tokens"]) if lang else np.zeros(E)
         want = np.bincount(ids[lang_index == li].ravel(), minlength=E) * calls
         assert np.array_equal(got, want), tag
 
@@ -109,7 +117,7 @@ def main():
         rec, ids, lang_index, _, _ = checks[0]
         fns["moescope (numpy)"]()
         check_equal(rec, ids, lang_index, 1)
-        medians = {name: per_call_ns(fn, repeats, target) for name, fn in fns.items()}
+        medians = medians_ns(fns, repeats, target)
         best = min(v for k, v in medians.items() if not k.startswith("moescope"))
         for name, ns in medians.items():
             ratio = f"{best / ns:.2f}x" if name.startswith("moescope") else ""

@@ -1,71 +1,260 @@
 //! Reading NumPy arrays and PyTorch CPU tensors in place, without a copy.
 //!
-//! Every array argument goes through [`as_ndarray`]: a `numpy.ndarray` is used as it is, a
-//! PyTorch CPU tensor through `Tensor.numpy()` (a view of the tensor's memory), another
-//! DLPack producer on the CPU through `numpy.from_dlpack` (also a view), and anything else
-//! (a list, say) through `numpy.asarray`, which copies. Tensors on an accelerator are refused
-//! with a `TypeError` that says what to do.
+//! Every array argument becomes a [`View`]: the address, element count, shape and dtype of
+//! the caller's own buffer, and a reference to the object that owns it. A `numpy.ndarray` is
+//! read through NumPy's C API; a `torch.Tensor` through its `data_ptr()`, `numel()` and
+//! `dtype` (no NumPy array is made: that costs a microsecond per tensor); another DLPack
+//! producer on the CPU through `numpy.from_dlpack` (a view too); anything else (a list, say)
+//! through `numpy.asarray`, which copies. Tensors on an accelerator are refused with a
+//! `TypeError` that says what to do.
 //!
-//! Slices are then taken straight from the array's buffer ([`slice_of`]), which must be
+//! Slices are then taken straight from the buffer ([`View::slice`]), which must be
 //! C-contiguous (row-major) and aligned: a strided view is refused rather than copied behind
 //! the caller's back.
 
-use numpy::PyUntypedArrayMethods;
-use numpy::{PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray};
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::PyType;
 
-/// `torch.Tensor`, once `torch` has been imported by the program (never imported by us).
-static TORCH_TENSOR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// The element types the recorder reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dtype {
+    I64,
+    I32,
+    I16,
+    U64,
+    U32,
+    U16,
+    U8,
+    F32,
+    /// Any other dtype (named in messages).
+    Other,
+}
 
-fn torch_tensor_type<'py>(py: Python<'py>) -> Option<&'py Bound<'py, PyType>> {
-    if let Some(t) = TORCH_TENSOR.get(py) {
-        return Some(t.bind(py));
+/// A Rust type a [`View`] can be read as.
+pub(crate) trait Elem: Copy + 'static {
+    /// Its dtype.
+    const DTYPE: Dtype;
+    /// Its NumPy name, for messages.
+    const NAME: &'static str;
+}
+
+macro_rules! elems {
+    ($($t:ty => $d:ident, $n:literal);*) => {$(
+        impl Elem for $t {
+            const DTYPE: Dtype = Dtype::$d;
+            const NAME: &'static str = $n;
+        }
+    )*};
+}
+elems!(i64 => I64, "int64"; i32 => I32, "int32"; i16 => I16, "int16"; u64 => U64, "uint64";
+       u32 => U32, "uint32"; u16 => U16, "uint16"; u8 => U8, "uint8"; f32 => F32, "float32");
+
+/// An array argument's buffer, read in place.
+pub(crate) struct View<'py> {
+    /// The object that owns the buffer (kept referenced while the view lives).
+    owner: Bound<'py, PyAny>,
+    addr: usize,
+    len: usize,
+    shape: Vec<usize>,
+    dtype: Dtype,
+    /// Whether the buffer is one row-major block.
+    c_contiguous: bool,
+    name: &'static str,
+}
+
+impl<'py> View<'py> {
+    /// The dtype.
+    pub(crate) fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// The dtype's name as the caller's library spells it, for messages (computed only
+    /// then: it costs a Python call).
+    pub(crate) fn dtype_name(&self) -> String {
+        self.owner
+            .getattr(pyo3::intern!(self.owner.py(), "dtype"))
+            .and_then(|d| d.str().map(|s| s.to_string()))
+            .unwrap_or_else(|_| "?".to_string())
+    }
+
+    /// The shape.
+    pub(crate) fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The address of the first element.
+    pub(crate) fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// The elements as a slice of `T`, in row-major order, without a copy.
+    ///
+    /// # Errors
+    /// `TypeError` if the dtype is not `T`'s; `ValueError` if the buffer is not C-contiguous
+    /// or not aligned for `T`.
+    pub(crate) fn slice<T: Elem>(&self) -> PyResult<&[T]> {
+        let name = self.name;
+        if self.dtype != T::DTYPE {
+            return Err(PyTypeError::new_err(format!(
+                "{name}: expected dtype {}, got {}",
+                T::NAME,
+                self.dtype_name()
+            )));
+        }
+        if !self.c_contiguous {
+            return Err(PyValueError::new_err(format!(
+                "{name}: the array is not C-contiguous (row-major); pass a contiguous array \
+                 (numpy.ascontiguousarray(x) or tensor.contiguous(), which copy)"
+            )));
+        }
+        if self.len == 0 {
+            return Ok(&[]);
+        }
+        if self.addr == 0 || !self.addr.is_multiple_of(std::mem::align_of::<T>()) {
+            return Err(PyValueError::new_err(format!(
+                "{name}: the array's memory is not aligned for {}; pass a copy \
+                 (numpy.ascontiguousarray(x))",
+                T::NAME
+            )));
+        }
+        // SAFETY: `addr` is the non-null, aligned (checked above) address of `len` contiguous
+        // (checked above) elements of dtype `T` (checked above): for a NumPy array, its `data`
+        // field, its element count and its C-contiguous flag; for a PyTorch CPU tensor,
+        // `data_ptr()`, `numel()` and `is_contiguous()`. `owner` keeps the array or tensor
+        // alive for as long as the slice (which borrows `self`). This crate never writes
+        // through an input buffer. Python code of another thread writing or resizing the
+        // array while the recorder reads it with the GIL released is excluded by the
+        // documented contract of `Recorder.record` (docs/PYTHON.md, "Arrays"); the recorder
+        // checks every id it reads against its bounds.
+        Ok(unsafe { std::slice::from_raw_parts(self.addr as *const T, self.len) })
+    }
+}
+
+/// `torch.Tensor` and the torch dtypes, once the program has imported torch (never imported
+/// by us).
+struct Torch {
+    tensor: Py<PyType>,
+    dtypes: Vec<(Py<PyAny>, Dtype)>,
+}
+
+static TORCH: PyOnceLock<Torch> = PyOnceLock::new();
+
+fn torch(py: Python<'_>) -> Option<&Torch> {
+    if let Some(t) = TORCH.get(py) {
+        return Some(t);
     }
     // Only look when the program has imported torch: importing it here would take seconds.
     let modules = py.import("sys").ok()?.getattr("modules").ok()?;
     let torch = modules.get_item("torch").ok()?;
     let tensor = torch.getattr("Tensor").ok()?.cast_into::<PyType>().ok()?;
-    let _ = TORCH_TENSOR.set(py, tensor.unbind());
-    TORCH_TENSOR.get(py).map(|t| t.bind(py))
+    let mut dtypes = Vec::new();
+    for (name, d) in [
+        ("int64", Dtype::I64),
+        ("int32", Dtype::I32),
+        ("int16", Dtype::I16),
+        ("uint64", Dtype::U64),
+        ("uint32", Dtype::U32),
+        ("uint16", Dtype::U16),
+        ("uint8", Dtype::U8),
+        ("float32", Dtype::F32),
+    ] {
+        // Older torch releases lack the wider unsigned types: skip what is missing.
+        if let Ok(dt) = torch.getattr(name) {
+            dtypes.push((dt.unbind(), d));
+        }
+    }
+    let _ = TORCH.set(
+        py,
+        Torch {
+            tensor: tensor.unbind(),
+            dtypes,
+        },
+    );
+    TORCH.get(py)
 }
 
-/// The array `obj` as a NumPy array, sharing its memory where the input allows (see the
-/// module docs). `name` is the parameter's name, for error messages.
-pub(crate) fn as_ndarray<'py>(
-    obj: &Bound<'py, PyAny>,
-    name: &str,
-) -> PyResult<Bound<'py, PyUntypedArray>> {
+fn numpy_dtype(a: &Bound<'_, PyUntypedArray>) -> Dtype {
+    let py = a.py();
+    let d = a.dtype();
+    macro_rules! find {
+        ($($t:ty),*) => {
+            $(if d.is_equiv_to(&numpy::dtype::<$t>(py)) {
+                return <$t as Elem>::DTYPE;
+            })*
+        };
+    }
+    find!(i64, i32, u16, f32, u8, u32, i16, u64);
+    Dtype::Other
+}
+
+fn from_numpy<'py>(a: Bound<'py, PyUntypedArray>, name: &'static str) -> View<'py> {
+    let ptr = a.as_array_ptr();
+    // SAFETY: `ptr` points to the live `PyArrayObject` that `a` holds a reference to; reading
+    // its `data` pointer field does not dereference the data.
+    let addr = unsafe { (*ptr).fields.data } as usize;
+    View {
+        addr,
+        len: a.len(),
+        shape: a.shape().to_vec(),
+        dtype: numpy_dtype(&a),
+        c_contiguous: a.is_c_contiguous(),
+        name,
+        owner: a.into_any(),
+    }
+}
+
+fn from_torch<'py>(
+    t: &Bound<'py, PyAny>,
+    torch: &Torch,
+    name: &'static str,
+) -> PyResult<View<'py>> {
+    let py = t.py();
+    if !t.getattr(pyo3::intern!(py, "is_cpu"))?.is_truthy()? {
+        let device = t.getattr(pyo3::intern!(py, "device"))?;
+        return Err(PyTypeError::new_err(format!(
+            "{name}: the tensor is on device {}, but the recorder reads CPU memory; pass \
+             {name}.cpu() (a copy to the host), or count on the GPU with moescope's CUDA path \
+             (the Rust crate moescope-cuda)",
+            device.str()?
+        )));
+    }
+    let dt = t.getattr(pyo3::intern!(py, "dtype"))?;
+    let dtype = torch
+        .dtypes
+        .iter()
+        .find(|(d, _)| d.bind(py).is(&dt))
+        .map_or(Dtype::Other, |&(_, d)| d);
+    let c_contiguous = t
+        .call_method0(pyo3::intern!(py, "is_contiguous"))?
+        .is_truthy()?;
+    let len: usize = t.call_method0(pyo3::intern!(py, "numel"))?.extract()?;
+    let shape: Vec<usize> = t.getattr(pyo3::intern!(py, "shape"))?.extract()?;
+    // A tensor without storage (zero elements) may report address 0: no slice reads it.
+    let addr: usize = t.call_method0(pyo3::intern!(py, "data_ptr"))?.extract()?;
+    Ok(View {
+        addr,
+        len,
+        shape,
+        dtype,
+        c_contiguous,
+        name,
+        owner: t.clone(),
+    })
+}
+
+/// The buffer of the array argument `obj` (see the module docs). `name` is the parameter's
+/// name, for error messages.
+pub(crate) fn view<'py>(obj: &Bound<'py, PyAny>, name: &'static str) -> PyResult<View<'py>> {
     if let Ok(a) = obj.cast::<PyUntypedArray>() {
-        return Ok(a.clone());
+        return Ok(from_numpy(a.clone(), name));
     }
     let py = obj.py();
-    if let Some(tensor) = torch_tensor_type(py) {
-        if obj.is_instance(tensor)? {
-            let device = obj.getattr(pyo3::intern!(py, "device"))?;
-            let kind = device.getattr(pyo3::intern!(py, "type"))?;
-            if kind.cast::<PyString>()?.to_cow()? != "cpu" {
-                return Err(PyTypeError::new_err(format!(
-                    "{name}: the tensor is on device {}, but the recorder reads CPU memory; \
-                     pass {name}.cpu() (a copy to the host), or count on the GPU with \
-                     moescope's CUDA path (the Rust crate moescope-cuda)",
-                    device.str()?
-                )));
-            }
-            let t = if obj
-                .getattr(pyo3::intern!(py, "requires_grad"))?
-                .is_truthy()?
-            {
-                obj.call_method0(pyo3::intern!(py, "detach"))?
-            } else {
-                obj.clone()
-            };
-            // `Tensor.numpy()` shares the tensor's memory (no copy) for CPU tensors.
-            return Ok(t
-                .call_method0(pyo3::intern!(py, "numpy"))?
-                .cast_into::<PyUntypedArray>()?);
+    if let Some(torch) = torch(py) {
+        if obj.is_instance(torch.tensor.bind(py))? {
+            return from_torch(obj, torch, name);
         }
     }
     let numpy = py.import(pyo3::intern!(py, "numpy"))?;
@@ -79,11 +268,12 @@ pub(crate) fn as_ndarray<'py>(
                  with moescope's CUDA path (the Rust crate moescope-cuda)"
             )));
         }
-        return Ok(numpy
+        let a = numpy
             .call_method1(pyo3::intern!(py, "from_dlpack"), (obj,))?
-            .cast_into::<PyUntypedArray>()?);
+            .cast_into::<PyUntypedArray>()?;
+        return Ok(from_numpy(a, name));
     }
-    numpy
+    let a = numpy
         .call_method1(pyo3::intern!(py, "asarray"), (obj,))
         .map_err(|e| {
             PyTypeError::new_err(format!(
@@ -93,66 +283,6 @@ pub(crate) fn as_ndarray<'py>(
                     .map_or_else(|_| "?".to_string(), |n| n.to_string())
             ))
         })?
-        .cast_into::<PyUntypedArray>()
-        .map_err(Into::into)
-}
-
-/// The dtype's name (`int64`, `float16`, …) for messages.
-pub(crate) fn dtype_name(a: &Bound<'_, PyUntypedArray>) -> String {
-    a.dtype()
-        .str()
-        .map_or_else(|_| "?".to_string(), |s| s.to_string())
-}
-
-/// The elements of `a` as a slice of `T`, in row-major order, without a copy.
-///
-/// # Errors
-/// `TypeError` if `a`'s dtype is not `T`'s; `ValueError` if it is not C-contiguous and
-/// aligned.
-pub(crate) fn slice_of<'a, T: numpy::Element>(
-    a: &'a Bound<'_, PyUntypedArray>,
-    name: &str,
-    want: &str,
-) -> PyResult<&'a [T]> {
-    let typed = a.cast::<PyArrayDyn<T>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{name}: expected dtype {want}, got {}",
-            dtype_name(a)
-        ))
-    })?;
-    if !a.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "{name}: the array is not C-contiguous (row-major); pass a contiguous array \
-             (numpy.ascontiguousarray(x) or tensor.contiguous(), which copy)"
-        )));
-    }
-    // SAFETY: `as_slice` is sound when no Rust code holds a mutable view of the array for
-    // as long as the slice lives. This crate never takes a mutable view of an input array, and
-    // the slice borrows `a`, which keeps the array object alive. Python code of another thread
-    // writing the array while the recorder reads it with the GIL released is the caller's
-    // documented contract (docs/PYTHON.md, "Arrays"): the recorder checks every id and value
-    // it reads, so such a race can give wrong counts but never an out-of-bounds access.
-    // Contiguity (C order) was checked above; `as_slice` checks alignment and refuses.
-    unsafe { typed.as_slice() }.map_err(|_| {
-        PyValueError::new_err(format!(
-            "{name}: the array's memory is not aligned for {want}; pass a copy \
-             (numpy.ascontiguousarray(x))"
-        ))
-    })
-}
-
-/// Whether `a`'s dtype is the NumPy type `T`.
-pub(crate) fn is_dtype<T: numpy::Element>(a: &Bound<'_, PyUntypedArray>) -> bool {
-    a.dtype().is_equiv_to(&numpy::dtype::<T>(a.py()))
-}
-
-/// The address of the first element of `a`'s buffer.
-pub(crate) fn data_address(a: &Bound<'_, PyUntypedArray>) -> usize {
-    // Reading the `data` field of a live array object is what `PyArray::data` does; the
-    // untyped array has no such method, so take the field through the API's struct.
-    let ptr = a.as_array_ptr();
-    // SAFETY: `ptr` points to the live `PyArrayObject` that `a` holds a reference to; reading
-    // its `data` pointer field does not dereference the data.
-    let data = unsafe { (*ptr).fields.data };
-    data as usize
+        .cast_into::<PyUntypedArray>()?;
+    Ok(from_numpy(a, name))
 }

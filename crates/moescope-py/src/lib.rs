@@ -48,6 +48,5 @@ fn _moescope(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(name = "_data_address")]
 fn data_address(array: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let a = arrays::as_ndarray(array, "array")?;
-    Ok(arrays::data_address(&a))
+    Ok(arrays::view(array, "array")?.addr())
 }

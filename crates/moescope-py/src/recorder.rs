@@ -9,12 +9,11 @@ use moescope_core::{
     DropReason, ExpertId, LangId, Languages, ModelSpec, Recorded, Recorder, RouterBatch,
     SamplingConfig, SamplingRate, Segment, WindowConfig, DEFAULT_MAX_LANGUAGES,
 };
-use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
-use crate::arrays::{as_ndarray, dtype_name, is_dtype, slice_of};
+use crate::arrays::{view, Dtype, View};
 use crate::errors;
 
 /// Batches of at least this many routed slots (tokens × k) are recorded with the GIL
@@ -279,8 +278,10 @@ impl PyRecorder {
         if let Ok(s) = langs.cast::<PyString>() {
             return Ok(LangArg::All(self.inner.language(&s.to_cow()?)));
         }
-        if let Ok(v) = langs.extract::<i64>() {
-            return Ok(LangArg::All(lang_id(v, "langs")?));
+        // An exact int only: extracting an int from an array or tensor goes through
+        // `__index__`, which raises (costly) for more than one element.
+        if let Ok(v) = langs.cast::<PyInt>() {
+            return Ok(LangArg::All(lang_id(v.extract()?, "langs")?));
         }
         let seq = if let Ok(l) = langs.cast::<PyList>() {
             Some(l.as_sequence().clone())
@@ -341,22 +342,35 @@ impl PyRecorder {
                 return Ok(LangArg::Segments);
             }
         }
-        let a = as_ndarray(langs, "langs")?;
-        let dst = &mut scratch.langs;
-        macro_rules! per_token {
-            ($($t:ty),*) => {
-                $(if is_dtype::<$t>(&a) {
-                    fill_langs(slice_of::<$t>(&a, "langs", stringify!($t))?, dst)?;
-                    return Ok(LangArg::PerToken);
-                })*
-            };
+        let a = view(langs, "langs")?;
+        if a.shape().is_empty() {
+            // A 0-d array or a NumPy integer scalar: one language for the whole batch.
+            let v: i64 = langs.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "langs: expected a language id (int) or tag (str), got a scalar of dtype {}",
+                    a.dtype_name()
+                ))
+            })?;
+            return Ok(LangArg::All(lang_id(v, "langs")?));
         }
-        per_token!(u16, i64, i32, i16, u8, u32, u64);
-        Err(PyTypeError::new_err(format!(
-            "langs: expected one language id or tag, a per-token integer array, or a list of \
-             (lang, tokens) segments; got an array of dtype {}",
-            dtype_name(&a)
-        )))
+        let dst = &mut scratch.langs;
+        match a.dtype() {
+            Dtype::U16 => fill_langs(a.slice::<u16>()?, dst)?,
+            Dtype::I64 => fill_langs(a.slice::<i64>()?, dst)?,
+            Dtype::I32 => fill_langs(a.slice::<i32>()?, dst)?,
+            Dtype::I16 => fill_langs(a.slice::<i16>()?, dst)?,
+            Dtype::U8 => fill_langs(a.slice::<u8>()?, dst)?,
+            Dtype::U32 => fill_langs(a.slice::<u32>()?, dst)?,
+            Dtype::U64 => fill_langs(a.slice::<u64>()?, dst)?,
+            Dtype::F32 | Dtype::Other => {
+                return Err(PyTypeError::new_err(format!(
+                    "langs: expected one language id or tag, a per-token integer array, or a \
+                     list of (lang, tokens) segments; got an array of dtype {}",
+                    a.dtype_name()
+                )))
+            }
+        }
+        Ok(LangArg::PerToken)
     }
 
     /// Checks every value of the batch before anything is recorded (`strict=True`).
@@ -479,30 +493,25 @@ impl PyRecorder {
 
 fn f32_arg<'py>(
     obj: Option<&Bound<'py, PyAny>>,
-    name: &str,
-) -> PyResult<Option<Bound<'py, PyUntypedArray>>> {
+    name: &'static str,
+) -> PyResult<Option<View<'py>>> {
     obj.filter(|o| !o.is_none())
-        .map(|o| as_ndarray(o, name))
+        .map(|o| view(o, name))
         .transpose()
 }
 
-fn f32_slice<'a>(
-    a: &'a Option<Bound<'_, PyUntypedArray>>,
-    name: &str,
-) -> PyResult<Option<&'a [f32]>> {
+fn f32_slice<'a>(a: &'a Option<View<'_>>, name: &str) -> PyResult<Option<&'a [f32]>> {
     a.as_ref()
         .map(|a| {
-            slice_of::<f32>(a, name, "float32").map_err(|e| {
-                if is_dtype::<f32>(a) {
-                    e
-                } else {
-                    PyTypeError::new_err(format!(
-                        "{name}: expected dtype float32, got {}; convert with .float() (torch) \
-                         or .astype(numpy.float32)",
-                        dtype_name(a)
-                    ))
-                }
-            })
+            if a.dtype() == Dtype::F32 {
+                a.slice::<f32>()
+            } else {
+                Err(PyTypeError::new_err(format!(
+                    "{name}: expected dtype float32, got {}; convert with .float() (torch) or \
+                     .astype(numpy.float32)",
+                    a.dtype_name()
+                )))
+            }
         })
         .transpose()
 }
@@ -615,12 +624,12 @@ impl PyRecorder {
             ))
         })?;
         let k = self.inner.spec().top_k as usize;
-        let ids = as_ndarray(topk_ids, "topk_ids")?;
-        if !ID_DTYPES.iter().any(|is| is(&ids)) {
+        let ids = view(topk_ids, "topk_ids")?;
+        if matches!(ids.dtype(), Dtype::F32 | Dtype::Other) {
             return Err(PyTypeError::new_err(format!(
                 "topk_ids: expected an integer dtype (int64, int32, uint32, uint16, int16, \
                  uint8, uint64), got {}",
-                dtype_name(&ids)
+                ids.dtype_name()
             )));
         }
         let shape = ids.shape();
@@ -656,59 +665,44 @@ impl PyRecorder {
 
         let seq_arr = sequence_ids
             .filter(|o| !o.is_none())
-            .map(|o| as_ndarray(o, "sequence_ids"))
+            .map(|o| view(o, "sequence_ids"))
             .transpose()?;
-        let seq = match &seq_arr {
-            None => None,
-            Some(a) => {
-                if is_dtype::<u64>(a) {
-                    fill_u64(
-                        slice_of::<u64>(a, "sequence_ids", "uint64")?,
-                        &mut scratch.sequence_ids,
-                    );
-                } else if is_dtype::<i64>(a) {
-                    fill_u64(
-                        slice_of::<i64>(a, "sequence_ids", "int64")?,
-                        &mut scratch.sequence_ids,
-                    );
-                } else if is_dtype::<i32>(a) {
-                    fill_u64(
-                        slice_of::<i32>(a, "sequence_ids", "int32")?,
-                        &mut scratch.sequence_ids,
-                    );
-                } else if is_dtype::<u32>(a) {
-                    fill_u64(
-                        slice_of::<u32>(a, "sequence_ids", "uint32")?,
-                        &mut scratch.sequence_ids,
-                    );
-                } else {
+        if let Some(a) = &seq_arr {
+            let dst = &mut scratch.sequence_ids;
+            match a.dtype() {
+                Dtype::U64 => fill_u64(a.slice::<u64>()?, dst),
+                Dtype::I64 => fill_u64(a.slice::<i64>()?, dst),
+                Dtype::I32 => fill_u64(a.slice::<i32>()?, dst),
+                Dtype::U32 => fill_u64(a.slice::<u32>()?, dst),
+                _ => {
                     return Err(PyTypeError::new_err(format!(
                         "sequence_ids: expected an integer array (int64 or uint64), got dtype {}",
-                        dtype_name(a)
-                    )));
+                        a.dtype_name()
+                    )))
                 }
-                Some(())
             }
-        };
+        }
         let lang_arg = self.read_langs(langs, scratch)?;
         let langs = match lang_arg {
             LangArg::All(id) => Languages::All(id),
             LangArg::PerToken => Languages::PerToken(&scratch.langs),
             LangArg::Segments => Languages::Segments(&scratch.segments),
         };
-        let seq = seq.map(|()| scratch.sequence_ids.as_slice());
-
-        macro_rules! by_dtype {
-            ($($t:ty => $name:literal),*) => {
-                $(if is_dtype::<$t>(&ids) {
-                    let s = slice_of::<$t>(&ids, "topk_ids", $name)?;
-                    return self.record_ids(py, depth, s, langs, w, l, p, seq);
-                })*
-            };
+        let seq = seq_arr.as_ref().map(|_| scratch.sequence_ids.as_slice());
+        match ids.dtype() {
+            Dtype::I64 => self.record_ids(py, depth, ids.slice::<i64>()?, langs, w, l, p, seq),
+            Dtype::I32 => self.record_ids(py, depth, ids.slice::<i32>()?, langs, w, l, p, seq),
+            Dtype::U32 => self.record_ids(py, depth, ids.slice::<u32>()?, langs, w, l, p, seq),
+            Dtype::U16 => self.record_ids(py, depth, ids.slice::<u16>()?, langs, w, l, p, seq),
+            Dtype::I16 => self.record_ids(py, depth, ids.slice::<i16>()?, langs, w, l, p, seq),
+            Dtype::U8 => self.record_ids(py, depth, ids.slice::<u8>()?, langs, w, l, p, seq),
+            Dtype::U64 => self.record_ids(py, depth, ids.slice::<u64>()?, langs, w, l, p, seq),
+            // Refused above; kept as an error rather than a panic.
+            Dtype::F32 | Dtype::Other => Err(PyTypeError::new_err(format!(
+                "topk_ids: unsupported dtype {}",
+                ids.dtype_name()
+            ))),
         }
-        by_dtype!(i64 => "int64", i32 => "int32", u32 => "uint32", u16 => "uint16",
-                  i16 => "int16", u8 => "uint8", u64 => "uint64");
-        unreachable_dtype(&ids)
     }
 
     /// Records a request's text length (characters, whitespace-separated words) for the
@@ -865,26 +859,6 @@ impl PyRecorder {
             spec.num_moe_layers()
         )
     }
-}
-
-/// The dtypes `topk_ids` may have.
-type DtypeCheck = fn(&Bound<'_, PyUntypedArray>) -> bool;
-const ID_DTYPES: [DtypeCheck; 7] = [
-    is_dtype::<i64>,
-    is_dtype::<i32>,
-    is_dtype::<u32>,
-    is_dtype::<u16>,
-    is_dtype::<i16>,
-    is_dtype::<u8>,
-    is_dtype::<u64>,
-];
-
-/// The ids' dtype was checked against [`ID_DTYPES`] first; kept as an error, not a panic.
-fn unreachable_dtype(ids: &Bound<'_, PyUntypedArray>) -> PyResult<PyRecorded> {
-    Err(PyTypeError::new_err(format!(
-        "topk_ids: unsupported dtype {}",
-        dtype_name(ids)
-    )))
 }
 
 /// `3..=60` or `0, 2, 4` for messages.

@@ -59,7 +59,7 @@ def test_language_forms_one_id_a_tag_segments_and_per_token_agree():
     rng = np.random.default_rng(1)
     ids = rng.integers(0, E, size=(10, K))
     forms = []
-    for form in range(4):
+    for form in range(6):
         rec = recorder()
         en, he = rec.language("en"), rec.language("he")
         if form == 0:
@@ -70,8 +70,13 @@ def test_language_forms_one_id_a_tag_segments_and_per_token_agree():
             rec.record(0, ids[6:], "he")
         elif form == 2:
             rec.record(0, ids, [(en, 6), (he, 4, 12345)])
-        else:
+        elif form == 3:
             rec.record(0, ids, np.array([en] * 6 + [he] * 4, dtype=np.uint16))
+        elif form == 4:  # NumPy scalars and 0-d arrays: one language for the batch
+            rec.record(0, ids[:6], np.uint16(en))
+            rec.record(0, ids[6:], np.array(he, dtype=np.int64))
+        else:
+            rec.record(0, ids, [("en", 6), ("he", 4)])
         snap = rec.snapshot()
         forms.append((expert_tokens(snap, "en", 0), expert_tokens(snap, "he", 0)))
     np.testing.assert_array_equal(forms[0][0], np.bincount(ids[:6].ravel(), minlength=E))
