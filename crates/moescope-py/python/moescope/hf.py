@@ -623,7 +623,7 @@ class Handle:
         except Exception as e:  # noqa: BLE001 - never raise into the model's forward
             self._fail(e)
 
-    def _array(self, r: Router, x: torch.Tensor, integer: bool) -> np.ndarray:
+    def _array(self, r: Router, x: torch.Tensor, integer: bool) -> torch.Tensor:
         x = x.detach()
         if x.device.type != "cpu":
             if not self.cuda_to_cpu:
@@ -634,7 +634,9 @@ class Handle:
             x = x.cpu()
         if not integer and x.dtype != torch.float32:
             x = x.float()
-        return x.contiguous().numpy()  # no copy for a contiguous CPU tensor of the right dtype
+        # The recorder reads a contiguous CPU tensor in place (its data_ptr): no copy here when
+        # the router's output already is one, of the recorder's dtypes.
+        return x.contiguous()
 
     def _record(self, r: Router, routed: _Routed, step: Optional[_Step]) -> None:
         n = routed.ids.shape[0]
