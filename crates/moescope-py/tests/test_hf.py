@@ -704,3 +704,31 @@ def test_a_multimodal_moe_model_records_its_text_decoder():
     keep = mask.reshape(-1).bool().numpy()
     want = expected_counts(rs, ref, np.repeat(np.array(tags), ids.shape[1]), keep, tags)
     assert_snapshot_counts(recorder.snapshot(), rs, want, tags)
+
+
+def test_tag_forms_are_checked_when_the_tag_is_made():
+    assert mhf.tag("he") and mhf.tag(["en", "he"]) and mhf.tag([3, 4]) and mhf.tag(torch.tensor([[3, 4]]))
+    with pytest.raises(TypeError, match="integers"):
+        mhf.tag(np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match=r"\[B\] or \[B, T\]"):
+        mhf.tag(np.zeros((1, 2, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="never negative"):
+        mhf.tag([-1, 2])
+    with pytest.raises(TypeError, match="one tag"):
+        mhf.tag(["en", 3])
+    with pytest.raises(TypeError, match="expected a tag"):
+        mhf.tag(3.5)
+    with pytest.raises(ValueError, match="one integer per batch row"):
+        mhf.tag("en", sequence_ids=[[1, 2]])
+    # A list of ints is the recorder's language ids, one per row.
+    model = qwen3()
+    recorder = mhf.recorder_for(model)
+    ids, mask = batch()
+    row_ids = [recorder.language(t) for t, _ in TEXTS]
+    with mhf.attach(model, recorder) as handle, mhf.tag(row_ids, sequence_ids=[7, 8, 9]), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    assert handle.errors == 0, handle.last_error
+    snap = recorder.snapshot()["languages"]
+    assert {t: snap[t]["layers"][0]["tokens"] for t in snap} == {
+        t: float(mask[i].sum()) for i, (t, _) in enumerate(TEXTS)
+    }

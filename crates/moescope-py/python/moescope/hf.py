@@ -113,6 +113,8 @@ def _normalize_languages(languages: Any) -> Any:
         return languages.astype(np.int64, copy=True)
     if isinstance(languages, Sequence):
         tags = tuple(languages)
+        if tags and all(isinstance(t, int) and not isinstance(t, bool) for t in tags):
+            return _normalize_languages(np.asarray(tags, dtype=np.int64))
         if not all(isinstance(t, str) for t in tags):
             raise TypeError("tag: a sequence of languages must hold one tag (str) per batch row")
         return tags
