@@ -91,3 +91,53 @@ def test_the_script_runs_as_a_program(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "usage entropy, bits" in r.stdout and "regression: False" in r.stdout
     assert "no moescope CLI at" in r.stdout
+
+
+def _bytes_to_unicode():
+    """GPT-2's byte-to-character table, which tokenizers' ByteLevel pre-tokenizer uses."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def _save_checkpoint(example, model, folder):
+    """The tiny model and a byte-level tokenizer (token id = byte value) saved as a local
+    Hugging Face checkpoint, so the script's real-model path runs without a network."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: b for b, ch in _bytes_to_unicode().items()}
+    vocab.update({"<pad>": example.PAD, "<s>": example.BOS, "</s>": example.EOS})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(folder)
+    model.save_pretrained(folder)
+
+
+def test_the_real_model_path_on_local_checkpoints(example, tmp_path):
+    base = example.tiny_model(5)
+    cand = example.perturbed(base, 6)
+    _save_checkpoint(example, base, tmp_path / "base")
+    _save_checkpoint(example, cand, tmp_path / "cand")
+    out = tmp_path / "out"
+    argv = ["--model", str(tmp_path / "base"), "--compare", str(tmp_path / "cand"), "--out", str(out)]
+    assert example.main(argv + ["--cli", str(tmp_path / "none")]) == 0
+    for name in ("base", "candidate"):
+        snap = json.loads((out / f"{name}.snapshot.json").read_text())
+        for lang, texts in example.TEXTS.items():
+            content = sum(len(t.encode("utf-8")) for t in texts)  # one token per byte, no specials
+            assert [layer["tokens"] for layer in snap["languages"][lang]["layers"]] == [content] * 3
+    # The saved tokenizer is byte-level indeed (what the token totals above rely on).
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "base", local_files_only=True)
+    for texts in example.TEXTS.values():
+        assert tok(texts[0])["input_ids"] == list(texts[0].encode("utf-8"))
