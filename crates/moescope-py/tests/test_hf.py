@@ -316,7 +316,8 @@ def run_with_reference(family, model, rule, ids, mask, rec_ctx):
             hidden[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 
         hooks.append(r.module.register_forward_pre_hook(pre, with_kwargs=True))
-        experts = getattr(_parent(model, r.name), "experts", None)
+        owner = r.module if r.kind == "dbrx" else _parent(model, r.name)  # DBRX: the FFN is hooked
+        experts = getattr(owner, "experts", None)
         if experts is not None and r.kind in ("tuple", "dbrx"):
 
             def epre(_m, args, kwargs, layer=r.layer):
