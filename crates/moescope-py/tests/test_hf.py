@@ -645,6 +645,8 @@ def test_the_spec_read_from_the_routers_equals_the_config_readers(family):
     config, model = build(family)
     mine = mhf.spec_from_model(model)
     from_config = moescope.Recorder(model=config).model
+    assert moescope.Recorder(model=mhf.spec_from_config(config)).model == from_config
+    assert moescope.Recorder(model=mine).model == {**from_config, "name": mine["name"]}
     for key in ("num_experts", "top_k", "layers", "num_hidden_layers"):
         assert mine[key] == from_config[key], (key, mine, from_config)
     assert mine["shared_experts"] == from_config.get("shared_experts", 0), (mine, from_config)

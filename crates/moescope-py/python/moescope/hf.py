@@ -16,7 +16,8 @@ actually routes to (the ``*TopKRouter`` / ``*Gate`` modules of transformers 5, w
 ``e_score_correction_bias`` included, since the hook reads the router's own result rather than
 recomputing a top-k). Layer numbers are the model's own decoder layer numbers; dense layers
 have no router and are not hooked. Every token of a forward step is recorded with its
-language, the router's top-k gate weights and (for softmax routers) its logits; positions where
+language, the router's top-k gate weights and its distribution over the experts (the logits
+of softmax routers, the sigmoid scores of sigmoid routers); positions where
 ``attention_mask`` is 0 are left out, and so are the token ids passed as ``skip_token_ids``.
 
 A recording problem never raises into the model's forward: it is counted
