@@ -16,7 +16,7 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
+use pyo3::types::{PyTuple, PyType};
 
 /// The element types the recorder reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +29,21 @@ pub(crate) enum Dtype {
     U16,
     U8,
     F32,
+    F16,
+    BF16,
+    F64,
     /// Any other dtype (named in messages).
     Other,
+}
+
+impl Dtype {
+    /// Whether it is one of the integer dtypes.
+    pub(crate) fn is_integer(self) -> bool {
+        matches!(
+            self,
+            Dtype::I64 | Dtype::I32 | Dtype::I16 | Dtype::U64 | Dtype::U32 | Dtype::U16 | Dtype::U8
+        )
+    }
 }
 
 /// A Rust type a [`View`] can be read as.
@@ -50,7 +63,8 @@ macro_rules! elems {
     )*};
 }
 elems!(i64 => I64, "int64"; i32 => I32, "int32"; i16 => I16, "int16"; u64 => U64, "uint64";
-       u32 => U32, "uint32"; u16 => U16, "uint16"; u8 => U8, "uint8"; f32 => F32, "float32");
+       u32 => U32, "uint32"; u16 => U16, "uint16"; u8 => U8, "uint8"; f32 => F32, "float32";
+       half::f16 => F16, "float16"; half::bf16 => BF16, "bfloat16"; f64 => F64, "float64");
 
 /// An array argument's buffer, read in place.
 pub(crate) struct View<'py> {
@@ -58,7 +72,9 @@ pub(crate) struct View<'py> {
     owner: Bound<'py, PyAny>,
     addr: usize,
     len: usize,
-    shape: Vec<usize>,
+    ndim: usize,
+    /// The last dimension's length (0 for a 0-d array).
+    last_dim: usize,
     dtype: Dtype,
     /// Whether the buffer is one row-major block.
     c_contiguous: bool,
@@ -80,9 +96,22 @@ impl<'py> View<'py> {
             .unwrap_or_else(|_| "?".to_string())
     }
 
-    /// The shape.
-    pub(crate) fn shape(&self) -> &[usize] {
-        &self.shape
+    /// The number of dimensions.
+    pub(crate) fn ndim(&self) -> usize {
+        self.ndim
+    }
+
+    /// The last dimension's length (0 for a 0-d array).
+    pub(crate) fn last_dim(&self) -> usize {
+        self.last_dim
+    }
+
+    /// The shape as the caller's library prints it, for messages (a Python call).
+    pub(crate) fn shape_text(&self) -> String {
+        self.owner
+            .getattr(pyo3::intern!(self.owner.py(), "shape"))
+            .and_then(|s| s.str().map(|s| s.to_string()))
+            .unwrap_or_else(|_| "?".to_string())
     }
 
     /// The address of the first element.
@@ -160,6 +189,9 @@ fn torch(py: Python<'_>) -> Option<&Torch> {
         ("uint16", Dtype::U16),
         ("uint8", Dtype::U8),
         ("float32", Dtype::F32),
+        ("float16", Dtype::F16),
+        ("bfloat16", Dtype::BF16),
+        ("float64", Dtype::F64),
     ] {
         // Older torch releases lack the wider unsigned types: skip what is missing.
         if let Ok(dt) = torch.getattr(name) {
@@ -186,7 +218,7 @@ fn numpy_dtype(a: &Bound<'_, PyUntypedArray>) -> Dtype {
             })*
         };
     }
-    find!(i64, i32, u16, f32, u8, u32, i16, u64);
+    find!(i64, i32, u16, f32, u8, u32, i16, u64, f64, half::f16);
     Dtype::Other
 }
 
@@ -198,7 +230,8 @@ fn from_numpy<'py>(a: Bound<'py, PyUntypedArray>, name: &'static str) -> View<'p
     View {
         addr,
         len: a.len(),
-        shape: a.shape().to_vec(),
+        ndim: a.ndim(),
+        last_dim: a.shape().last().copied().unwrap_or(0),
         dtype: numpy_dtype(&a),
         c_contiguous: a.is_c_contiguous(),
         name,
@@ -231,13 +264,21 @@ fn from_torch<'py>(
         .call_method0(pyo3::intern!(py, "is_contiguous"))?
         .is_truthy()?;
     let len: usize = t.call_method0(pyo3::intern!(py, "numel"))?.extract()?;
-    let shape: Vec<usize> = t.getattr(pyo3::intern!(py, "shape"))?.extract()?;
+    // torch.Size is a tuple: read its length and last item without building a Vec.
+    let shape = t.getattr(pyo3::intern!(py, "shape"))?;
+    let shape = shape.cast::<PyTuple>()?;
+    let ndim = shape.len();
+    let last_dim: usize = match ndim {
+        0 => 0,
+        n => shape.get_item(n - 1)?.extract()?,
+    };
     // A tensor without storage (zero elements) may report address 0: no slice reads it.
     let addr: usize = t.call_method0(pyo3::intern!(py, "data_ptr"))?.extract()?;
     Ok(View {
         addr,
         len,
-        shape,
+        ndim,
+        last_dim,
         dtype,
         c_contiguous,
         name,

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
-use crate::arrays::{view, Dtype, View};
+use crate::arrays::{view, Dtype, Elem, View};
 use crate::errors;
 
 /// Batches of at least this many routed slots (tokens × k) are recorded with the GIL
@@ -24,9 +24,19 @@ pub const GIL_RELEASE_MIN_SLOTS: usize = 2048;
 /// ids allocates only while it grows.
 #[derive(Default)]
 struct Scratch {
+    langs: LangBufs,
+    sequence_ids: Vec<u64>,
+    /// Gate weights converted to float32 (from float16, bfloat16 or float64).
+    weights: Vec<f32>,
+    /// Router logits or probabilities converted to float32.
+    scores: Vec<f32>,
+}
+
+/// Per-token languages or segments, read from `langs`.
+#[derive(Default)]
+struct LangBufs {
     langs: Vec<LangId>,
     segments: Vec<Segment>,
-    sequence_ids: Vec<u64>,
 }
 
 /// Records MoE routing decisions per language into a rolling window (a Rust
@@ -274,7 +284,7 @@ impl PyRecorder {
     }
 
     /// Reads `langs` into `scratch` (or returns the one id of the batch).
-    fn read_langs(&self, langs: &Bound<'_, PyAny>, scratch: &mut Scratch) -> PyResult<LangArg> {
+    fn read_langs(&self, langs: &Bound<'_, PyAny>, scratch: &mut LangBufs) -> PyResult<LangArg> {
         if let Ok(s) = langs.cast::<PyString>() {
             return Ok(LangArg::All(self.inner.language(&s.to_cow()?)));
         }
@@ -343,7 +353,7 @@ impl PyRecorder {
             }
         }
         let a = view(langs, "langs")?;
-        if a.shape().is_empty() {
+        if a.ndim() == 0 {
             // A 0-d array or a NumPy integer scalar: one language for the whole batch.
             let v: i64 = langs.extract().map_err(|_| {
                 PyTypeError::new_err(format!(
@@ -362,7 +372,7 @@ impl PyRecorder {
             Dtype::U8 => fill_langs(a.slice::<u8>()?, dst)?,
             Dtype::U32 => fill_langs(a.slice::<u32>()?, dst)?,
             Dtype::U64 => fill_langs(a.slice::<u64>()?, dst)?,
-            Dtype::F32 | Dtype::Other => {
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::Other => {
                 return Err(PyTypeError::new_err(format!(
                     "langs: expected one language id or tag, a per-token integer array, or a \
                      list of (lang, tokens) segments; got an array of dtype {}",
@@ -491,7 +501,7 @@ impl PyRecorder {
     }
 }
 
-fn f32_arg<'py>(
+fn float_arg<'py>(
     obj: Option<&Bound<'py, PyAny>>,
     name: &'static str,
 ) -> PyResult<Option<View<'py>>> {
@@ -500,20 +510,34 @@ fn f32_arg<'py>(
         .transpose()
 }
 
-fn f32_slice<'a>(a: &'a Option<View<'_>>, name: &str) -> PyResult<Option<&'a [f32]>> {
-    a.as_ref()
-        .map(|a| {
-            if a.dtype() == Dtype::F32 {
-                a.slice::<f32>()
-            } else {
-                Err(PyTypeError::new_err(format!(
-                    "{name}: expected dtype float32, got {}; convert with .float() (torch) or \
-                     .astype(numpy.float32)",
-                    a.dtype_name()
-                )))
-            }
-        })
-        .transpose()
+fn convert<T: Elem + Into<f64>>(src: &[T], dst: &mut Vec<f32>) {
+    dst.clear();
+    dst.extend(src.iter().map(|&v| v.into() as f32));
+}
+
+/// The values of a float argument as float32: float32 read in place; float16, bfloat16 and
+/// float64 converted into `buf` (kept by the recorder between calls).
+fn floats<'a>(
+    a: &'a Option<View<'_>>,
+    name: &str,
+    buf: &'a mut Vec<f32>,
+) -> PyResult<Option<&'a [f32]>> {
+    let Some(a) = a else { return Ok(None) };
+    match a.dtype() {
+        Dtype::F32 => return a.slice::<f32>().map(Some),
+        Dtype::F16 => convert(a.slice::<half::f16>()?, buf),
+        Dtype::BF16 => convert(a.slice::<half::bf16>()?, buf),
+        Dtype::F64 => convert(a.slice::<f64>()?, buf),
+        _ => {
+            return Err(PyTypeError::new_err(format!(
+                "{name}: expected a float array (float32 is read in place; float16, bfloat16 \
+                 and float64 are converted), got dtype {}; convert with .float() (torch) or \
+                 .astype(numpy.float32)",
+                a.dtype_name()
+            )))
+        }
+    }
+    Ok(Some(buf.as_slice()))
 }
 
 #[pymethods]
@@ -625,50 +649,56 @@ impl PyRecorder {
         })?;
         let k = self.inner.spec().top_k as usize;
         let ids = view(topk_ids, "topk_ids")?;
-        if matches!(ids.dtype(), Dtype::F32 | Dtype::Other) {
+        if !ids.dtype().is_integer() {
             return Err(PyTypeError::new_err(format!(
                 "topk_ids: expected an integer dtype (int64, int32, uint32, uint16, int16, \
                  uint8, uint64), got {}",
                 ids.dtype_name()
             )));
         }
-        let shape = ids.shape();
-        if shape.is_empty() {
+        if ids.ndim() == 0 {
             return Err(PyValueError::new_err(
                 "topk_ids: expected an array of shape (tokens, top_k), got a scalar",
             ));
         }
-        if shape.len() >= 2 && shape[shape.len() - 1] != k {
+        if ids.ndim() >= 2 && ids.last_dim() != k {
             return Err(PyValueError::new_err(format!(
-                "topk_ids: shape {shape:?}: the last dimension must be the model's top_k = {k}"
+                "topk_ids: shape {}: the last dimension must be the model's top_k = {k}",
+                ids.shape_text()
             )));
         }
         let (w_arr, l_arr, p_arr) = (
-            f32_arg(weights, "weights")?,
-            f32_arg(logits, "logits")?,
-            f32_arg(probs, "probs")?,
+            float_arg(weights, "weights")?,
+            float_arg(logits, "logits")?,
+            float_arg(probs, "probs")?,
         );
         if l_arr.is_some() && p_arr.is_some() {
             return Err(PyValueError::new_err(
                 "pass logits or probs, not both (probabilities are the softmax of the logits)",
             ));
         }
-        let (w, l, p) = (
-            f32_slice(&w_arr, "weights")?,
-            f32_slice(&l_arr, "logits")?,
-            f32_slice(&p_arr, "probs")?,
-        );
 
         let mut guard = self.scratch.try_lock().ok();
         let mut spare = Scratch::default(); // another thread holds the scratch: allocate
-        let scratch = guard.as_deref_mut().unwrap_or(&mut spare);
+        let Scratch {
+            langs: lang_bufs,
+            sequence_ids: seq_buf,
+            weights: w_buf,
+            scores: s_buf,
+        } = guard.as_deref_mut().unwrap_or(&mut spare);
+        let w = floats(&w_arr, "weights", w_buf)?;
+        let (l, p) = if l_arr.is_some() {
+            (floats(&l_arr, "logits", s_buf)?, None)
+        } else {
+            (None, floats(&p_arr, "probs", s_buf)?)
+        };
 
         let seq_arr = sequence_ids
             .filter(|o| !o.is_none())
             .map(|o| view(o, "sequence_ids"))
             .transpose()?;
         if let Some(a) = &seq_arr {
-            let dst = &mut scratch.sequence_ids;
+            let dst = &mut *seq_buf;
             match a.dtype() {
                 Dtype::U64 => fill_u64(a.slice::<u64>()?, dst),
                 Dtype::I64 => fill_u64(a.slice::<i64>()?, dst),
@@ -682,13 +712,13 @@ impl PyRecorder {
                 }
             }
         }
-        let lang_arg = self.read_langs(langs, scratch)?;
+        let lang_arg = self.read_langs(langs, lang_bufs)?;
         let langs = match lang_arg {
             LangArg::All(id) => Languages::All(id),
-            LangArg::PerToken => Languages::PerToken(&scratch.langs),
-            LangArg::Segments => Languages::Segments(&scratch.segments),
+            LangArg::PerToken => Languages::PerToken(&lang_bufs.langs),
+            LangArg::Segments => Languages::Segments(&lang_bufs.segments),
         };
-        let seq = seq_arr.as_ref().map(|_| scratch.sequence_ids.as_slice());
+        let seq = seq_arr.as_ref().map(|_| seq_buf.as_slice());
         match ids.dtype() {
             Dtype::I64 => self.record_ids(py, depth, ids.slice::<i64>()?, langs, w, l, p, seq),
             Dtype::I32 => self.record_ids(py, depth, ids.slice::<i32>()?, langs, w, l, p, seq),
@@ -698,7 +728,7 @@ impl PyRecorder {
             Dtype::U8 => self.record_ids(py, depth, ids.slice::<u8>()?, langs, w, l, p, seq),
             Dtype::U64 => self.record_ids(py, depth, ids.slice::<u64>()?, langs, w, l, p, seq),
             // Refused above; kept as an error rather than a panic.
-            Dtype::F32 | Dtype::Other => Err(PyTypeError::new_err(format!(
+            _ => Err(PyTypeError::new_err(format!(
                 "topk_ids: unsupported dtype {}",
                 ids.dtype_name()
             ))),

@@ -46,14 +46,19 @@ IDS = np.arange(6 * K, dtype=np.int64).reshape(6, K) % E
         (lambda r: r.record(0, np.asfortranarray(IDS), "en"), ValueError, "C-contiguous"),
         (lambda r: r.record(0, IDS[::2], "en"), ValueError, "C-contiguous"),
         (
-            lambda r: r.record(0, IDS, "en", weights=np.ones((6, K), np.float16)),
+            lambda r: r.record(0, IDS, "en", weights=np.ones((6, K), np.int32)),
             TypeError,
-            "float32",
+            "weights: expected a float array",
         ),
         (
-            lambda r: r.record(0, IDS, "en", logits=np.ones((6, E), np.float64)),
+            lambda r: r.record(0, IDS, "en", logits=np.ones((6, E), np.complex64)),
             TypeError,
             r"astype\(numpy.float32\)",
+        ),
+        (
+            lambda r: r.record(0, IDS, "en", probs=np.ones((6, E), np.float64).T),
+            ValueError,
+            "C-contiguous",
         ),
         (
             lambda r: r.record(

@@ -211,3 +211,54 @@ def test_snapshot_round_trip(tmp_path):
     assert len(with_buckets["buckets"]) >= 1
     bucket_en = with_buckets["buckets"][-1]["languages"]["en"]["layers"][0]["expert_tokens"]
     assert bucket_en == snap["languages"]["en"]["layers"][0]["expert_tokens"]
+
+
+def test_sequence_ids_keep_a_sequence_in_one_split_half():
+    rng = np.random.default_rng(9)
+    ids = rng.integers(0, E, size=(40, K))
+    for seq_dtype in (np.uint64, np.int64):
+        rec = recorder()
+        en = rec.language("en")
+        # Two sequences of 20 tokens each: every token of a sequence lands in the same half.
+        seq = np.array([11] * 20 + [12] * 20, dtype=seq_dtype)
+        rec.record(0, ids, en, sequence_ids=seq)
+        rec.record(0, ids, [(en, 20, 11), (en, 20, 12)])
+        halves = rec.snapshot()["languages"]["en"]["halves"]
+        got = sorted(tuple(h["layers"][0]["expert_tokens"]) for h in halves)
+        first = 2 * np.bincount(ids[:20].ravel(), minlength=E)
+        second = 2 * np.bincount(ids[20:].ravel(), minlength=E)
+        whole_sequences = [
+            sorted([tuple(first + second), tuple(np.zeros(E))]),  # both in one half
+            sorted([tuple(first), tuple(second)]),  # one in each
+        ]
+        assert got in whole_sequences
+        # Without sequence ids the recorder alternates tokens: an even split.
+        rec2 = recorder()
+        rec2.record(0, ids, "en")
+        halves2 = rec2.snapshot()["languages"]["en"]["halves"]
+        assert [h["layers"][0]["tokens"] for h in halves2] == [20, 20]
+
+
+def test_float16_bfloat16_and_float64_scores_are_converted():
+    rng = np.random.default_rng(4)
+    t = 30
+    logits = rng.normal(size=(t, E)).astype(np.float32)
+    ids = np.argsort(-logits, axis=1)[:, :K].astype(np.int64)
+    weights = np.full((t, K), 0.25, np.float32)
+
+    def layer_of(**kw):
+        rec = recorder()
+        assert rec.record(1, ids, "en", **kw).recorded == t
+        return rec.snapshot()["languages"]["en"]["layers"][1]
+
+    base = layer_of(weights=weights, logits=logits)
+    for dtype in (np.float16, np.float64):
+        got = layer_of(weights=weights.astype(dtype), logits=logits.astype(dtype))
+        # float16 rounds the logits to 11 bits: the probabilities agree to about 1e-3.
+        np.testing.assert_allclose(got["prob_sum"], base["prob_sum"], rtol=2e-3, atol=1e-3)
+        assert got["topk_weight_sum"] == base["topk_weight_sum"] == 0.25 * t * K
+        assert got["expert_tokens"] == base["expert_tokens"]
+    torch = pytest.importorskip("torch")
+    got = layer_of(weights=torch.from_numpy(weights).bfloat16(), logits=torch.from_numpy(logits).bfloat16())
+    np.testing.assert_allclose(got["prob_sum"], base["prob_sum"], rtol=2e-2, atol=1e-2)
+    assert got["topk_weight_sum"] == 0.25 * t * K

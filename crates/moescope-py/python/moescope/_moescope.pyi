@@ -100,13 +100,15 @@ class Recorder:
         - ``topk_ids``: ``(tokens, top_k)`` (or flat ``tokens * top_k``), C-contiguous, of
           dtype int64, int32, uint32, uint16, int16, uint8 or uint64; read in place.
         - ``langs``: see ``Langs``.
-        - ``weights``: the top-k gate weights, float32, shaped like ``topk_ids``.
+        - ``weights``: the top-k gate weights, shaped like ``topk_ids``.
         - ``logits`` or ``probs``: the router's scores over the routed experts,
-          ``(tokens, num_experts)`` float32 (softmax is taken of logits).
+          ``(tokens, num_experts)`` (softmax is taken of logits).
+          Float arguments: float32 is read in place; float16, bfloat16 and float64 are
+          converted into a buffer the recorder keeps.
         - ``sequence_ids``: one integer per token (keeps sampling and split halves consistent
           across layers and steps).
 
-        Raises ``TypeError`` (wrong dtype, a tensor not on the CPU) or ``ValueError`` (shape,
+        Raises ``TypeError`` (an unsupported dtype, a tensor not on the CPU) or ``ValueError`` (shape,
         strides, negative depth, language id out of range) before anything is recorded, and
         ``RecordError`` for a batch the recorder refuses (lengths that do not match, depth out
         of range, too many tokens: its tokens are counted in ``dropped()``, as in Rust). Bad
