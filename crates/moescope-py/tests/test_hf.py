@@ -735,3 +735,28 @@ def test_tag_forms_are_checked_when_the_tag_is_made():
     assert {t: snap[t]["layers"][0]["tokens"] for t in snap} == {
         t: float(mask[i].sum()) for i, (t, _) in enumerate(TEXTS)
     }
+
+
+def test_a_bfloat16_model_records_what_its_experts_received():
+    """bf16 weights and logits go to the recorder as they are; the reference is the ids and
+    weights the experts module received (a recomputation could differ at bf16 near-ties)."""
+    model = qwen3().to(torch.bfloat16)
+    recorder = mhf.recorder_for(model)
+    ids, mask = batch()
+    tags = [t for t, _ in TEXTS]
+    with mhf.attach(model, recorder) as handle:
+        rs, ref = run_with_reference("qwen3_moe", model, "softmax_topk", ids, mask, mhf.tag(tags))
+    assert handle.errors == 0, handle.last_error
+    keep = mask.reshape(-1).bool().numpy()
+    per_token = np.repeat(np.array(tags), ids.shape[1])
+    snap = recorder.snapshot()
+    for depth, r in enumerate(rs):
+        exp_ids, exp_w = ref[r.layer][1]
+        assert exp_w.dtype == torch.float32  # (the test's copy; the model's were bf16)
+        for t in tags:
+            sel = keep & (per_token == t)
+            got = layer_counts(snap, t, depth)
+            want = np.bincount(exp_ids.numpy()[sel].reshape(-1), minlength=r.num_experts)
+            assert list(np.asarray(got["expert_tokens"], dtype=np.int64)) == want.tolist(), (t, r.layer)
+            assert got["topk_weight_sum"] == pytest.approx(float(exp_w.numpy()[sel].sum()), rel=1e-5)
+            assert got["prob_tokens"] == sel.sum()

@@ -430,6 +430,11 @@ def _first_tensor(args: tuple, kwargs: dict, name: str, position: int) -> Option
     return v if isinstance(v, torch.Tensor) else None
 
 
+# Float dtypes the recorder reads itself (float32 in place; the others converted into buffers
+# it keeps): bf16/fp16 models' weights and logits are passed without a copy here.
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
 class Handle:
     """What :func:`attach` returns: the hooks, removable (``remove()``, or use the handle as a
     context manager). ``routers`` lists what is hooked; ``errors`` counts recording problems
@@ -635,7 +640,7 @@ class Handle:
                     "it to the CPU (a device synchronization per MoE layer)"
                 )
             x = x.cpu()
-        if not integer and x.dtype != torch.float32:
+        if not integer and x.dtype not in _FLOAT_DTYPES:
             x = x.float()
         # The recorder reads a contiguous CPU tensor in place (its data_ptr): no copy here when
         # the router's output already is one, of the recorder's dtypes.
