@@ -67,5 +67,11 @@ cargo test -p moescope --features tract --doc --locked
 echo "== cargo test: OTLP export (feature otlp)"
 cargo test -p moescope-otel --features otlp --locked
 
+# The Python package (crates/moescope-py, outside the workspace): its fmt/clippy/doc, a real
+# `pip install`, and pytest (the binding, and moescope.hf on tiny transformers models of every
+# family), in a virtualenv cached under ~/.cache/moescope (about 5.6 GB with torch, once).
+echo "== Python package: build, checks and tests (scripts/python.sh)"
+MOESCOPE_BIN="${CARGO_TARGET_DIR:-target}/debug/moescope" bash scripts/python.sh
+
 echo "== fuzz: each cargo-fuzz target for ${MOESCOPE_FUZZ_SECONDS:-60}s (scripts/fuzz.sh; findings fail the run)"
 bash scripts/fuzz.sh "${MOESCOPE_FUZZ_SECONDS:-60}"
