@@ -62,6 +62,11 @@ if [ -z "${MOESCOPE_BIN:-}" ]; then
   cargo build -p moescope-cli --locked --quiet
   export MOESCOPE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/moescope"
 fi
+# pytest runs from the cache folder: a relative path is made absolute here.
+case "$MOESCOPE_BIN" in
+  /*) ;;
+  *) export MOESCOPE_BIN="$ROOT/$MOESCOPE_BIN" ;;
+esac
 
 echo "== python: pytest $PKG/tests"
 # From outside the source tree, so that `import moescope` is the installed package.
