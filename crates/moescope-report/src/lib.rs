@@ -97,6 +97,69 @@ impl PairMetric {
     }
 }
 
+/// The `with_*` setters of the figure settings both option types have (`language`,
+/// `pair_metric`, `lsi_threshold`, `collapse`, `collapse_baselines`, `title`): one definition.
+macro_rules! figure_setters {
+    () => {
+        /// Sets [`language`](Self::language).
+        #[must_use]
+        pub fn with_language(mut self, language: impl Into<String>) -> Self {
+            self.language = Some(language.into());
+            self
+        }
+
+        /// Sets [`pair_metric`](Self::pair_metric).
+        #[must_use]
+        pub fn with_pair_metric(mut self, metric: PairMetric) -> Self {
+            self.pair_metric = metric;
+            self
+        }
+
+        /// Sets [`lsi_threshold`](Self::lsi_threshold).
+        #[must_use]
+        pub fn with_lsi_threshold(mut self, tau: f64) -> Self {
+            self.lsi_threshold = tau;
+            self
+        }
+
+        /// Sets the collapse settings.
+        #[must_use]
+        pub fn with_collapse(mut self, collapse: CollapseConfig) -> Self {
+            self.collapse = collapse;
+            self
+        }
+
+        /// Sets the healthy collapse score of `lang`, in bits (the verdict judges
+        /// C − baseline).
+        #[must_use]
+        pub fn with_collapse_baseline(mut self, lang: impl Into<String>, bits: f64) -> Self {
+            self.collapse_baselines.insert(lang.into(), bits);
+            self
+        }
+
+        /// Sets the collapse threshold θ, in bits.
+        #[must_use]
+        pub fn with_theta_bits(mut self, theta: f64) -> Self {
+            self.collapse.theta_bits = theta;
+            self
+        }
+
+        /// Sets the tokens every deep layer needs before a collapse verdict.
+        #[must_use]
+        pub fn with_min_deep_tokens(mut self, tokens: f64) -> Self {
+            self.collapse.min_deep_tokens = tokens;
+            self
+        }
+
+        /// Sets the page title.
+        #[must_use]
+        pub fn with_title(mut self, title: impl Into<String>) -> Self {
+            self.title = Some(title.into());
+            self
+        }
+    };
+}
+
 /// Settings of [`render_report`]. Build with [`ReportOptions::new`] or [`Default`] (reference
 /// `en`) and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +192,8 @@ impl Default for ReportOptions {
 }
 
 impl ReportOptions {
+    figure_setters!();
+
     /// Defaults with the given reference language.
     pub fn new(reference: impl Into<String>) -> Self {
         ReportOptions {
@@ -143,66 +208,10 @@ impl ReportOptions {
         }
     }
 
-    /// Sets [`language`](Self::language).
-    #[must_use]
-    pub fn with_language(mut self, language: impl Into<String>) -> Self {
-        self.language = Some(language.into());
-        self
-    }
-
-    /// Sets [`pair_metric`](Self::pair_metric).
-    #[must_use]
-    pub fn with_pair_metric(mut self, metric: PairMetric) -> Self {
-        self.pair_metric = metric;
-        self
-    }
-
-    /// Sets [`lsi_threshold`](Self::lsi_threshold).
-    #[must_use]
-    pub fn with_lsi_threshold(mut self, tau: f64) -> Self {
-        self.lsi_threshold = tau;
-        self
-    }
-
-    /// Sets the collapse settings.
-    #[must_use]
-    pub fn with_collapse(mut self, collapse: CollapseConfig) -> Self {
-        self.collapse = collapse;
-        self
-    }
-
-    /// Sets the healthy collapse score of `lang`, in bits (the verdict judges C − baseline).
-    #[must_use]
-    pub fn with_collapse_baseline(mut self, lang: impl Into<String>, bits: f64) -> Self {
-        self.collapse_baselines.insert(lang.into(), bits);
-        self
-    }
-
-    /// Sets the collapse threshold θ, in bits.
-    #[must_use]
-    pub fn with_theta_bits(mut self, theta: f64) -> Self {
-        self.collapse.theta_bits = theta;
-        self
-    }
-
-    /// Sets the tokens every deep layer needs before a collapse verdict.
-    #[must_use]
-    pub fn with_min_deep_tokens(mut self, tokens: f64) -> Self {
-        self.collapse.min_deep_tokens = tokens;
-        self
-    }
-
     /// Sets the regression settings of the comparison.
     #[must_use]
     pub fn with_diff(mut self, diff: DiffConfig) -> Self {
         self.diff = diff;
-        self
-    }
-
-    /// Sets the page title.
-    #[must_use]
-    pub fn with_title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
         self
     }
 
@@ -252,6 +261,8 @@ impl Default for LivePageOptions {
 }
 
 impl LivePageOptions {
+    figure_setters!();
+
     /// The default seconds between reloads.
     pub const DEFAULT_REFRESH_SECONDS: u32 = 5;
 
@@ -278,53 +289,11 @@ impl LivePageOptions {
         self
     }
 
-    /// Sets [`language`](Self::language).
-    #[must_use]
-    pub fn with_language(mut self, language: impl Into<String>) -> Self {
-        self.language = Some(language.into());
-        self
-    }
-
-    /// Sets [`pair_metric`](Self::pair_metric).
-    #[must_use]
-    pub fn with_pair_metric(mut self, metric: PairMetric) -> Self {
-        self.pair_metric = metric;
-        self
-    }
-
-    /// Sets [`lsi_threshold`](Self::lsi_threshold).
-    #[must_use]
-    pub fn with_lsi_threshold(mut self, tau: f64) -> Self {
-        self.lsi_threshold = tau;
-        self
-    }
-
-    /// Sets the collapse settings.
-    #[must_use]
-    pub fn with_collapse(mut self, collapse: CollapseConfig) -> Self {
-        self.collapse = collapse;
-        self
-    }
-
-    /// Sets the healthy collapse score of `lang`, in bits (the verdict judges C − baseline).
-    #[must_use]
-    pub fn with_collapse_baseline(mut self, lang: impl Into<String>, bits: f64) -> Self {
-        self.collapse_baselines.insert(lang.into(), bits);
-        self
-    }
-
     /// Sets the link targets of the Prometheus endpoint and of the snapshot.
     #[must_use]
     pub fn with_links(mut self, metrics: impl Into<String>, snapshot: impl Into<String>) -> Self {
         self.metrics_path = metrics.into();
         self.snapshot_path = snapshot.into();
-        self
-    }
-
-    /// Sets the page title.
-    #[must_use]
-    pub fn with_title(mut self, title: impl Into<String>) -> Self {
-        self.title = Some(title.into());
         self
     }
 }
