@@ -419,7 +419,8 @@ fn text_response(status: StatusCode, body: &str) -> Response {
     Response::text(status, format!("{body}\n"))
 }
 
-/// `GET /metrics` and `GET /` on the server thread, `POST /v1/route` on the inference pool.
+/// `GET /metrics` and `GET /` on the server thread; `POST /v1/route` and `GET /v1/snapshot`
+/// ([`super::page`]) on the blocking pool.
 /// `/metrics` ends with the server's own counters (`moescope_http_*`) once `server_stats` is
 /// set.
 fn router(
@@ -430,7 +431,7 @@ fn router(
     requests: Arc<AtomicU64>,
     server_stats: Arc<OnceLock<StatsHandle>>,
 ) -> Router {
-    Router::new()
+    let router = Router::new()
         .fast(Method::GET, "/metrics", move |_| {
             let mut body = metrics.render();
             if let Some(stats) = server_stats.get() {
@@ -444,22 +445,11 @@ fn router(
                 "moescope demo: POST text to /v1/route?lang=TAG; routing health at /metrics; \
                  the window as a moescope.snapshot/v1 file at /v1/snapshot",
             )
-        })
-        .slow(Method::GET, "/v1/snapshot", {
-            // The window as a snapshot file (`moescope analyze`, `diff` read it); on the slow
-            // pool, since a large model's snapshot takes a while to write out.
-            let recorder = recorder.clone();
-            move |_| {
-                Response::new(
-                    StatusCode::OK,
-                    "application/json",
-                    recorder.snapshot().to_json_string(),
-                )
-            }
-        })
-        .slow(Method::POST, "/v1/route", move |request| {
-            route(request, &detector, &recorder, &jobs, &requests)
-        })
+        });
+    // The window as a snapshot file (`moescope analyze`, `diff` read it), on the slow pool.
+    super::page::routes(router, recorder.clone()).slow(Method::POST, "/v1/route", move |request| {
+        route(request, &detector, &recorder, &jobs, &requests)
+    })
 }
 
 /// `POST /v1/route`: tag or detect the language, queue the text for inference, wait for it.
