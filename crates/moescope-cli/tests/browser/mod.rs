@@ -593,11 +593,10 @@ fn draws(token: &Token) -> bool {
         return false;
     };
     let nonzero = |key: &str| {
+        // Absent, or not a plain number (a percentage, say): assumed to draw.
         token.attr(key).is_none_or(|v| {
-            v.trim()
-                .trim_end_matches("px")
-                .parse::<f64>()
-                .map_or(true, |x| x != 0.0)
+            let number = v.trim().trim_end_matches("px").parse::<f64>();
+            !matches!(number, Ok(x) if x == 0.0)
         })
     };
     let nonempty = |key: &str| token.attr(key).is_some_and(|v| !v.trim().is_empty());
