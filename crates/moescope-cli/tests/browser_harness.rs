@@ -21,8 +21,9 @@ const DOM: &str = r#"<!DOCTYPE html>
 <body><!-- <figure id="fig-comment"> -->
 <figure id="fig-entropy" class="moescope-figure"><svg width="100" height="50" viewBox="0 0 100 50"><g><rect x="0" y="0" width="100" height="50" fill="white"></rect><polyline points="0,0 10,10 20,5" fill="none"></polyline><path d=""></path><text x="1" y="9">layer</text></g></svg><figcaption>Usage entropy &amp; layers</figcaption></figure>
 <figure id="fig-empty" class="moescope-figure"><svg><rect width="0" height="10"></rect><path d="  "></path><circle r="0"></circle></svg></figure>
-<figure id="fig-table" class="moescope-figure"><table><tr><td>he</td><td>COLLAPSED</td></tr></table></figure>
+<figure id="fig-table" class="moescope-figure" data-status="note"><table><tr><td>he</td><td>COLLAPSED</td></tr></table></figure>
 <p data-x='a>b'>he: deep-layer collapse&nbsp;YES &#x2014; &#8212;</p>
+<div><span class="flag collapsed" data-lang="he" data-verdict="collapsed">he: <span>COLLAPSED</span> 0.64</span><span data-lang="en" data-verdict="reference">en: reference</span><img data-lang="x"></div>
 <script>if (a < b && c > d) { document.write("</p>") }</script>
 </body></html>
 "#;
@@ -40,6 +41,20 @@ fn the_html_reader_finds_figures_shapes_text_and_the_policy() {
     assert_eq!((figures[1].svgs, figures[1].shapes), (1, 0));
     assert_eq!((figures[2].svgs, figures[2].shapes), (0, 0));
     assert_eq!(figures[2].text, "he COLLAPSED");
+    assert_eq!(figures[2].status.as_deref(), Some("note"));
+    assert_eq!(figures[0].status, None);
+
+    // Elements by attribute, with their text (nested elements of the same name included).
+    let flags = browser::elements_with(DOM, "data-verdict", "collapsed");
+    assert_eq!(flags.len(), 1);
+    assert_eq!(flags[0].0.attr("data-lang"), Some("he"));
+    assert_eq!(flags[0].1, "he: COLLAPSED 0.64");
+    let en = browser::elements_with(DOM, "data-lang", "en");
+    assert_eq!(en.len(), 1);
+    assert_eq!(en[0].0.attr("data-verdict"), Some("reference"));
+    assert_eq!(en[0].1, "en: reference");
+    let void = browser::elements_with(DOM, "data-lang", "x");
+    assert_eq!((void.len(), void[0].1.as_str()), (1, ""));
 
     let text = browser::text(DOM);
     // Entities decoded; a no-break space counts as whitespace.

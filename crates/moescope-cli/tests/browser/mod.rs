@@ -577,6 +577,8 @@ pub struct Figure {
     pub id: String,
     /// Its `class`.
     pub class: String,
+    /// Its `data-status` (`"note"`: a note stands where a chart cannot be drawn).
+    pub status: Option<String>,
     /// `<svg>` elements inside it.
     pub svgs: usize,
     /// Shapes inside those that draw something: a `path` with a `d`, a `polyline` or
@@ -663,6 +665,7 @@ pub fn figures(dom: &str) -> Vec<Figure> {
         out.push(Figure {
             id: id.to_owned(),
             class: t.attr("class").unwrap_or_default().to_owned(),
+            status: t.attr("data-status").map(str::to_owned),
             svgs,
             shapes,
             text: squash(&text),
@@ -837,4 +840,45 @@ pub fn assert_figures_drawn(dom: &str, expected: &[&str], what: &str) -> Vec<Fig
         );
     }
     found
+}
+
+/// The start tags of the page that have attribute `key` equal to `value`, with the text each
+/// element holds (whitespace collapsed).
+pub fn elements_with(dom: &str, key: &str, value: &str) -> Vec<(Token, String)> {
+    let tokens = tokenize(dom);
+    let mut out = Vec::new();
+    for (at, t) in tokens.iter().enumerate() {
+        let Token::Start { name, .. } = t else {
+            continue;
+        };
+        if t.attr(key) != Some(value) {
+            continue;
+        }
+        let void = matches!(
+            name.as_str(),
+            "meta" | "link" | "img" | "br" | "hr" | "input" | "source" | "col" | "area" | "base"
+        );
+        let mut text = String::new();
+        if !void {
+            let mut depth = 0usize;
+            for t in &tokens[at..] {
+                match t {
+                    Token::Start { name: n, .. } if n == name => depth += 1,
+                    Token::End { name: n } if n == name => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    Token::Text(s) => {
+                        text.push(' ');
+                        text.push_str(s);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.push((t.clone(), squash(&text)));
+    }
+    out
 }
