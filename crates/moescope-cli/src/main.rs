@@ -3,6 +3,8 @@
 //! - `moescope analyze`: the paper's routing metrics and the deep-layer collapse verdict for a
 //!   snapshot.
 //! - `moescope diff`: base against candidate checkpoint; the exit code gates a rollout.
+//! - `moescope report`: the paper's figures from a snapshot (optionally against a base) as
+//!   one self-contained HTML file.
 //! - `moescope bench`: what recording costs on this machine, against the alternatives.
 //! - `moescope demo` (feature `demo`, on by default): a real MoE model (ONNX, run by tract)
 //!   behind an HTTP server with a multilingual load generator, its routing recorded per
@@ -10,7 +12,7 @@
 //!   scripted deep-layer collapse instead.
 //!
 //! Without default features (`cargo install moescope-cli --no-default-features`) the binary
-//! has `analyze`, `diff` and `bench`, and builds without tract.
+//! has `analyze`, `diff`, `report` and `bench`, and builds without tract.
 
 use std::process::ExitCode;
 
@@ -22,6 +24,7 @@ mod bench;
 mod demo;
 #[cfg(feature = "demo")]
 mod model_bench;
+mod report;
 
 /// Per-language routing health for Mixture-of-Experts models.
 #[derive(Parser, Debug)]
@@ -39,6 +42,10 @@ enum Command {
     /// Compare a base and a candidate snapshot (e.g. a continual pre-training checkpoint).
     /// Exit 0: no regression; 1: the candidate regresses; 2: bad input.
     Diff(analyze::DiffArgs),
+    /// Draw the paper's figures from a snapshot (with `--diff BASE`, against a base) into
+    /// one self-contained HTML file: inline SVG, no script, nothing fetched. Exit 0; 2 on
+    /// bad input.
+    Report(Box<report::ReportArgs>),
     /// Measure the cost of recording router decisions (ns per token-layer) against the
     /// alternatives a serving engineer would write, in the same run.
     Bench(bench::BenchArgs),
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Analyze(args) => analyze::run_analyze(args),
         Command::Diff(args) => analyze::run_diff(args),
+        Command::Report(args) => report::run(args),
         Command::Bench(args) => i32::from(bench::run(args)),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args),

@@ -1,0 +1,493 @@
+//! The report and the live page on simulator snapshots and edge cases: the figures are there,
+//! the plotted values are the analysis's, the verdicts are the stats crate's, nothing is
+//! fetched.
+
+use std::collections::HashMap;
+
+use moescope_core::{ModelSpec, Recorder, Snapshot};
+use moescope_report::{
+    render_live_page, render_report, LivePageOptions, PairMetric, ReportError, ReportOptions, CSP,
+    DIFF_FIGURE_IDS, FIGURE_IDS,
+};
+use moescope_sim::{Collapse, LanguageProfile, Simulator};
+use moescope_stats::{analyze, AnalysisConfig, CollapseStatus};
+
+/// OLMoE-shaped (16 MoE layers, 64 experts, top-8): en, fr, he at 5.5 bits everywhere; with
+/// `collapse`, he's last two MoE layers funnel into 8 experts (3 bits).
+fn sim_snapshot(collapse: bool, seed: u64) -> Snapshot {
+    let spec = ModelSpec::preset("olmoe-1b-7b").unwrap();
+    let languages = vec![
+        LanguageProfile::uniform_entropy("en", 0.5, 5.5),
+        LanguageProfile::uniform_entropy("fr", 0.25, 5.5),
+        LanguageProfile::uniform_entropy("he", 0.25, 5.5),
+    ];
+    let mut sim = Simulator::new(spec.clone(), languages, seed).unwrap();
+    if collapse {
+        sim.set_collapse(
+            "he",
+            Some(Collapse {
+                deep_layers: 2,
+                experts: 8,
+            }),
+        )
+        .unwrap();
+    }
+    let recorder = Recorder::new(spec).unwrap();
+    for _ in 0..20 {
+        sim.drive(&recorder, 512).unwrap();
+    }
+    recorder.snapshot()
+}
+
+/// The `data-value` of every cell of a figure's table, by (row, column).
+fn table(html: &str, figure: &str) -> HashMap<(String, String), Option<f64>> {
+    let start = html
+        .find(&format!("data-figure=\"{figure}\""))
+        .unwrap_or_else(|| panic!("no table for {figure}"));
+    let end = start + html[start..].find("</table>").unwrap();
+    let mut out = HashMap::new();
+    for cell in html[start..end].split("<td ").skip(1) {
+        let attr = |name: &str| {
+            let key = format!("{name}=\"");
+            let i = cell.find(&key).unwrap() + key.len();
+            cell[i..i + cell[i..].find('"').unwrap()].to_string()
+        };
+        let v = attr("data-value");
+        out.insert(
+            (attr("data-row"), attr("data-col")),
+            (!v.is_empty()).then(|| v.parse::<f64>().unwrap()),
+        );
+    }
+    out
+}
+
+/// The opening tag of the figure with this id.
+fn figure_tag<'a>(html: &'a str, id: &str) -> &'a str {
+    let i = html
+        .find(&format!("<figure id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no figure {id}"));
+    &html[i..i + html[i..].find('>').unwrap()]
+}
+
+fn figure_body<'a>(html: &'a str, id: &str) -> &'a str {
+    let i = html.find(&format!("<figure id=\"{id}\"")).unwrap();
+    &html[i..i + html[i..].find("</figure>").unwrap()]
+}
+
+fn dump(name: &str, html: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), html).unwrap();
+}
+
+fn assert_self_contained(html: &str) {
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        html.contains(&format!(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
+        )),
+        "CSP tag missing"
+    );
+    for banned in [
+        "http://",
+        "https://",
+        "<script",
+        "<img",
+        "<link",
+        "@import",
+        "url(",
+        "@font-face",
+    ] {
+        assert!(!html.contains(banned), "the page contains {banned:?}");
+    }
+}
+
+#[test]
+fn collapsed_language_reads_as_collapsed_in_every_figure() {
+    let snap = sim_snapshot(true, 7);
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    dump("collapsed.html", &html);
+    assert_self_contained(&html);
+
+    // Every figure, once, in order, each with a chart (three languages: nothing is a note).
+    assert_eq!(html.matches("<figure ").count(), FIGURE_IDS.len());
+    let mut last = 0;
+    for id in FIGURE_IDS {
+        let i = html.find(&format!("<figure id=\"{id}\"")).unwrap();
+        assert!(i > last, "{id} out of order");
+        last = i;
+        assert!(
+            figure_tag(&html, id).contains("data-status=\"chart\""),
+            "{id}"
+        );
+        let body = figure_body(&html, id);
+        assert_eq!(body.matches("<svg ").count(), 1, "{id}");
+        assert!(body.contains("<figcaption>"), "{id}");
+    }
+    for id in DIFF_FIGURE_IDS {
+        assert!(!html.contains(&format!("id=\"{id}\"")));
+    }
+
+    // The summary's verdicts are the stats crate's.
+    let a = analyze(&snap, &AnalysisConfig::new("en")).unwrap();
+    assert!(a.collapse_for("he").unwrap().collapsed);
+    for c in &a.collapse {
+        let want = if c.collapsed { "collapsed" } else { "ok" };
+        assert!(
+            html.contains(&format!(
+                "<tr data-lang=\"{}\" data-verdict=\"{want}\" data-score=\"{}\"",
+                c.lang,
+                c.score_bits.unwrap()
+            )),
+            "{}",
+            c.lang
+        );
+    }
+    assert!(html.contains("<span class=\"flag collapsed\" data-lang=\"he\""));
+    assert!(html.contains("<span class=\"flag ok\" data-lang=\"fr\""));
+
+    // Entropy by layer: he falls to log2 8 = 3 bits in the deep band, en stays at 5.5; the
+    // plotted values are the analysis's.
+    let h = table(&html, "fig-entropy-by-layer");
+    for d in 0..16usize {
+        for lang in ["en", "fr", "he"] {
+            let want = a.layer_row(lang, d).unwrap().metrics.usage_entropy_bits;
+            assert_eq!(h[&(lang.to_string(), d.to_string())], want, "{lang} {d}");
+        }
+    }
+    for d in [14usize, 15] {
+        let he = h[&("he".to_string(), d.to_string())].unwrap();
+        let en = h[&("en".to_string(), d.to_string())].unwrap();
+        assert!(he < en - 2.0, "layer {d}: he {he} en {en}");
+        assert!((he - 3.0).abs() < 0.05, "{he}");
+    }
+    let tag = figure_tag(&html, "fig-entropy-by-layer");
+    assert!(tag.contains("data-log2-e=\"6\""), "{tag}");
+    assert!(tag.contains("data-deep-layers=\"14–15\""), "{tag}");
+    assert!(tag.contains("data-middle-layers=\"4–11\""), "{tag}");
+
+    // The gap to the reference widens in the deep band for he only.
+    let gap = table(&html, "fig-entropy-gap");
+    assert!(gap[&("he".into(), "15".into())].unwrap() > 2.0);
+    assert!(gap[&("fr".into(), "15".into())].unwrap().abs() < 0.2);
+    assert!(
+        !gap.keys().any(|(r, _)| r == "en"),
+        "no gap of the reference to itself"
+    );
+
+    // Collapse scores: the bars' values are the analysis's scores.
+    let cs = table(&html, "fig-collapse-scores");
+    assert_eq!(
+        cs[&("score C".into(), "he".into())],
+        a.collapse_for("he").unwrap().score_bits
+    );
+
+    // JSD at the deepest layer: he against en is far larger than fr against en; symmetric,
+    // zero on the diagonal, equal to the analysis's pair rows.
+    let jsd = table(&html, "fig-pair-deep");
+    let cell = |r: &str, c: &str| jsd[&(r.to_string(), c.to_string())].unwrap();
+    assert_eq!(cell("he", "en"), cell("en", "he"));
+    assert_eq!(cell("en", "en"), 0.0);
+    assert!(cell("he", "en") > 3.0 * cell("fr", "en"));
+    let pair = a
+        .pair_row("he", "en", 15)
+        .unwrap()
+        .metrics
+        .js_divergence_bits
+        .unwrap();
+    assert!((cell("he", "en") - pair).abs() < 1e-12);
+    // At the middle layer (depth 8: layer 8), he is like fr.
+    let mid = table(&html, "fig-pair-middle");
+    let m = |r: &str, c: &str| mid[&(r.to_string(), c.to_string())].unwrap();
+    assert!(cell("he", "en") > 3.0 * m("he", "en"));
+    assert!(m("he", "en") < 2.5 * m("fr", "en"));
+    assert!(figure_body(&html, "fig-pair-middle").contains("at MoE layer 8"));
+    // The layer mean is the mean of the per-layer values.
+    let mean = table(&html, "fig-pair-mean")[&("he".into(), "en".into())].unwrap();
+    let want: f64 = (0..16)
+        .map(|d| {
+            a.pair_row("he", "en", d)
+                .unwrap()
+                .metrics
+                .js_divergence_bits
+                .unwrap()
+        })
+        .sum::<f64>()
+        / 16.0;
+    assert!((mean - want).abs() < 1e-12);
+
+    // Expert usage: by default the worst collapse score (he); in its deep layers 8 experts
+    // take 1/8 each, every other expert none.
+    assert!(figure_tag(&html, "fig-expert-usage-language").contains("data-lang=\"he\""));
+    assert!(figure_tag(&html, "fig-expert-usage-reference").contains("data-lang=\"en\""));
+    let usage = table(&html, "fig-expert-usage-language");
+    let deep: Vec<f64> = (0..64)
+        .map(|e| usage[&(e.to_string(), "15".to_string())].unwrap())
+        .collect();
+    assert_eq!(deep.iter().filter(|s| **s > 0.0).count(), 8);
+    assert!(deep.iter().all(|s| *s == 0.0 || (s - 0.125).abs() < 0.02));
+    assert!((deep.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+
+    // LSI sweep: counts fall (weakly) as τ grows.
+    let sweep = table(&html, "fig-lsi-sweep");
+    for lang in ["fr", "he"] {
+        let v: Vec<f64> = ["0.1", "0.2", "0.3", "0.4", "0.5"]
+            .iter()
+            .map(|t| sweep[&(lang.to_string(), t.to_string())].unwrap())
+            .collect();
+        assert!(v.windows(2).all(|w| w[0] >= w[1]), "{lang}: {v:?}");
+    }
+}
+
+#[test]
+fn healthy_snapshot_flags_nothing() {
+    let snap = sim_snapshot(false, 7);
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    assert!(!html.contains("data-verdict=\"collapsed\""));
+    assert!(!html.contains("COLLAPSED"));
+    let h = table(&html, "fig-entropy-by-layer");
+    let he = h[&("he".into(), "15".into())].unwrap();
+    assert!((he - 5.5).abs() < 0.1, "{he}");
+}
+
+#[test]
+fn diff_shows_a_repaired_collapse_as_repaired() {
+    let base = sim_snapshot(true, 7);
+    let candidate = sim_snapshot(false, 8);
+    let html = render_report(&candidate, Some(&base), &ReportOptions::new("en")).unwrap();
+    dump("diff-repaired.html", &html);
+    assert_self_contained(&html);
+    assert_eq!(
+        html.matches("<figure ").count(),
+        FIGURE_IDS.len() + DIFF_FIGURE_IDS.len()
+    );
+    assert!(html.contains("<tr data-lang=\"he\" data-status=\"repaired\""));
+    assert!(html.contains("<tr data-lang=\"fr\" data-status=\"absent\""));
+    assert!(html.contains("data-regression=\"false\""));
+
+    // The bars: base above θ, candidate below it.
+    let c = table(&html, "fig-diff-collapse");
+    let theta = moescope_stats::CollapseConfig::DEFAULT.theta_bits;
+    assert!(c[&("base".into(), "he".into())].unwrap() > theta);
+    assert!(c[&("candidate".into(), "he".into())].unwrap() < theta);
+    let body = figure_body(&html, "fig-diff-collapse");
+    assert!(
+        body.contains("he (repaired)"),
+        "the status is written under the bars"
+    );
+
+    // The overlay: he's base dips in the deep band, its candidate does not.
+    let e = table(&html, "fig-diff-entropy");
+    let v = |r: &str| e[&(r.to_string(), "15".to_string())].unwrap();
+    assert!(v("he base") < 3.1);
+    assert!(v("he candidate") > 5.3);
+    assert!(figure_body(&html, "fig-diff-entropy").contains("he: repaired"));
+
+    // The other way round the collapse is introduced, and the candidate regresses.
+    let html = render_report(&base, Some(&candidate), &ReportOptions::new("en")).unwrap();
+    assert!(html.contains("<tr data-lang=\"he\" data-status=\"introduced\""));
+    assert!(html.contains("data-regression=\"true\""));
+    let d = moescope_stats::diff(
+        &analyze(&candidate, &AnalysisConfig::new("en")).unwrap(),
+        &analyze(&base, &AnalysisConfig::new("en")).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        d.collapse.iter().find(|c| c.lang == "he").unwrap().status,
+        CollapseStatus::Introduced
+    );
+}
+
+#[test]
+fn live_page_refreshes_links_and_flags() {
+    let snap = sim_snapshot(true, 3);
+    let html = render_live_page(&snap, &LivePageOptions::default()).unwrap();
+    dump("live.html", &html);
+    assert_self_contained(&html);
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+    assert!(html.contains("href=\"/metrics\""));
+    assert!(html.contains("href=\"/v1/snapshot\""));
+    // The flags come before the first figure, the collapsed language first.
+    let flags = html.find("id=\"collapse-flags\"").unwrap();
+    assert!(flags < html.find("<figure").unwrap());
+    let he = html
+        .find("class=\"flag collapsed\" data-lang=\"he\"")
+        .unwrap();
+    let fr = html.find("class=\"flag ok\" data-lang=\"fr\"").unwrap();
+    assert!(flags < he && he < fr);
+    assert_eq!(html.matches("<figure ").count(), FIGURE_IDS.len());
+
+    let html =
+        render_live_page(&snap, &LivePageOptions::default().with_refresh_seconds(0)).unwrap();
+    assert!(!html.contains("http-equiv=\"refresh\""));
+    let html =
+        render_live_page(&snap, &LivePageOptions::default().with_refresh_seconds(30)).unwrap();
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
+}
+
+#[test]
+fn live_page_without_the_reference_draws_what_it_can() {
+    let mut snap = sim_snapshot(true, 3);
+    snap.languages.remove("en");
+    snap.buckets.iter_mut().for_each(|b| {
+        b.languages.remove("en");
+    });
+    let html = render_live_page(&snap, &LivePageOptions::default()).unwrap();
+    assert_self_contained(&html);
+    assert!(html.contains("id=\"no-reference\""));
+    assert_eq!(html.matches("<figure ").count(), FIGURE_IDS.len());
+    // Entropy by layer does not need the reference; the gap does.
+    assert!(figure_tag(&html, "fig-entropy-by-layer").contains("data-status=\"chart\""));
+    for id in [
+        "fig-entropy-gap",
+        "fig-collapse-scores",
+        "fig-lsi-by-layer",
+        "fig-expert-usage-reference",
+    ] {
+        assert!(
+            figure_tag(&html, id).contains("data-status=\"note\""),
+            "{id}"
+        );
+    }
+    // No verdict against a stand-in reference is shown.
+    assert!(!html.contains("data-verdict=\"collapsed\""));
+    let h = table(&html, "fig-entropy-by-layer");
+    assert!(h.contains_key(&("he".to_string(), "15".to_string())));
+
+    // The report refuses instead: the reference is a choice the user makes.
+    let err = render_report(&snap, None, &ReportOptions::new("en")).unwrap_err();
+    assert!(matches!(err, ReportError::UnknownReference { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("\"en\"") && msg.contains("fr, he"), "{msg}");
+}
+
+#[test]
+fn empty_window_live_page() {
+    let snap = Snapshot::new(ModelSpec::preset("olmoe-1b-7b").unwrap());
+    let html = render_live_page(&snap, &LivePageOptions::default()).unwrap();
+    assert_self_contained(&html);
+    assert!(html.contains("id=\"no-traffic\""));
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+}
+
+fn toy(experts: u32, layers: usize, langs: &[(&str, Vec<Vec<f64>>)]) -> Snapshot {
+    let layer_list: Vec<String> = (0..layers).map(|l| l.to_string()).collect();
+    let mut json = format!(
+        r#"{{"format":"moescope.snapshot/v1","model":{{"name":"toy","num_experts":{experts},"top_k":1,"layers":[{}]}},"languages":{{"#,
+        layer_list.join(",")
+    );
+    let mut first = true;
+    for (tag, per_layer) in langs {
+        if !first {
+            json.push(',');
+        }
+        first = false;
+        let total: f64 = per_layer.first().map_or(0.0, |l| l.iter().sum());
+        let ls: Vec<String> = per_layer
+            .iter()
+            .map(|n| {
+                let t: f64 = n.iter().sum();
+                format!(r#"{{"tokens":{t},"expert_tokens":{n:?},"prob_sum":null,"prob_tokens":0}}"#)
+            })
+            .collect();
+        json.push_str(&format!(
+            r#""{tag}":{{"tokens":{total},"layers":[{}]}}"#,
+            ls.join(",")
+        ));
+    }
+    json.push_str("}}");
+    Snapshot::from_json_str(&json).unwrap()
+}
+
+#[test]
+fn one_language_only_says_what_needs_a_second() {
+    let snap = toy(4, 4, &[("en", vec![vec![10.0, 10.0, 10.0, 10.0]; 4])]);
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    assert_self_contained(&html);
+    assert_eq!(html.matches("<figure ").count(), FIGURE_IDS.len());
+    for id in [
+        "fig-entropy-gap",
+        "fig-collapse-scores",
+        "fig-pair-deep",
+        "fig-lsi-by-layer",
+        "fig-lsi-sweep",
+    ] {
+        let tag = figure_tag(&html, id);
+        assert!(tag.contains("data-status=\"note\""), "{id}: {tag}");
+    }
+    assert!(figure_tag(&html, "fig-entropy-by-layer").contains("data-status=\"chart\""));
+    let h = table(&html, "fig-entropy-by-layer");
+    assert_eq!(h[&("en".into(), "2".into())], Some(2.0));
+}
+
+#[test]
+fn one_moe_layer_two_experts_and_a_silent_language() {
+    // E = 2, one MoE layer; fr has no tokens at all.
+    let snap = toy(
+        2,
+        1,
+        &[
+            ("en", vec![vec![10.0, 10.0]]),
+            ("fr", vec![vec![0.0, 0.0]]),
+            ("he", vec![vec![20.0, 0.0]]),
+        ],
+    );
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    assert_self_contained(&html);
+    assert_eq!(html.matches("<figure ").count(), FIGURE_IDS.len());
+    let h = table(&html, "fig-entropy-by-layer");
+    assert_eq!(h[&("en".into(), "0".into())], Some(1.0));
+    assert_eq!(h[&("he".into(), "0".into())], Some(0.0));
+    assert_eq!(h[&("fr".into(), "0".into())], None);
+    // No middle layer in a one-layer model.
+    assert!(figure_tag(&html, "fig-pair-middle").contains("data-status=\"note\""));
+    assert!(figure_tag(&html, "fig-pair-deep").contains("data-status=\"chart\""));
+    assert!(html.contains("<tr data-lang=\"fr\" data-verdict=\"undecided\""));
+}
+
+#[test]
+fn one_expert_and_cosine_heatmaps() {
+    let snap = toy(
+        1,
+        3,
+        &[("en", vec![vec![5.0]; 3]), ("he", vec![vec![7.0]; 3])],
+    );
+    let opts = ReportOptions::new("en").with_pair_metric(PairMetric::Cosine);
+    let html = render_report(&snap, None, &opts).unwrap();
+    assert_self_contained(&html);
+    let h = table(&html, "fig-entropy-by-layer");
+    assert_eq!(h[&("he".into(), "1".into())], Some(0.0));
+    // Normalized entropy is undefined with one expert.
+    let n = table(&html, "fig-normalized-entropy");
+    assert_eq!(n[&("he".into(), "1".into())], None);
+    assert!(figure_tag(&html, "fig-pair-deep").contains("data-metric=\"cosine\""));
+    let c = table(&html, "fig-pair-deep");
+    assert_eq!(c[&("he".into(), "en".into())], Some(1.0));
+}
+
+#[test]
+fn unknown_language_and_reference_are_named() {
+    let snap = sim_snapshot(false, 1);
+    let err = render_report(&snap, None, &ReportOptions::new("de")).unwrap_err();
+    assert!(err.to_string().contains("\"de\""), "{err}");
+    let err =
+        render_report(&snap, None, &ReportOptions::new("en").with_language("xx")).unwrap_err();
+    assert!(matches!(err, ReportError::UnknownLanguage { .. }), "{err}");
+    // A chosen language replaces the default.
+    let html = render_report(&snap, None, &ReportOptions::new("en").with_language("fr")).unwrap();
+    assert!(figure_tag(&html, "fig-expert-usage-language").contains("data-lang=\"fr\""));
+    // A base of another shape cannot be compared.
+    let other = toy(4, 4, &[("en", vec![vec![1.0; 4]; 4])]);
+    let err = render_report(&snap, Some(&other), &ReportOptions::new("en")).unwrap_err();
+    assert!(matches!(err, ReportError::Diff(_)), "{err}");
+}
+
+#[test]
+fn markup_in_the_model_name_is_escaped() {
+    let mut snap = sim_snapshot(false, 1);
+    snap.model.name = "<b>\"x\"&</b>".into();
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    assert!(!html.contains("<b>"));
+    assert!(html.contains("&lt;b&gt;&quot;x&quot;&amp;&lt;/b&gt;"));
+}
