@@ -1,5 +1,7 @@
 //! `moescope demo --simulate` serves the live window as a snapshot file at `/v1/snapshot`
-//! (next to `/metrics`), and `moescope analyze` reads it back with the scripted collapse in it.
+//! and the live page at `/` (next to `/metrics`); `moescope analyze` reads the snapshot back
+//! with the scripted collapse in it, and the page flags it. (What a browser makes of the page
+//! is tested in browser_pages.rs.)
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +33,13 @@ fn the_simulated_demos_snapshot_round_trips_through_analyze_with_the_collapse_fl
         "--duration",
         "60",
     ]);
-    assert!(demo.banner.contains("/v1/snapshot"), "{}", demo.banner);
     let addr = demo.addr.clone();
+    assert!(
+        demo.banner
+            .contains(&format!("live page at http://{addr}/")),
+        "{}",
+        demo.banner
+    );
     let path =
         std::env::temp_dir().join(format!("moescope-sim-window-{}.json", std::process::id()));
 
@@ -46,6 +53,17 @@ fn the_simulated_demos_snapshot_round_trips_through_analyze_with_the_collapse_fl
                 .contains("content-type: application/json"),
             "{response}"
         );
+        // Until the simulator's first steps, the window is empty.
+        let snapshot: serde_json::Value = serde_json::from_str(body(&response)).unwrap();
+        assert_eq!(snapshot["format"], "moescope.snapshot/v1");
+        if ["en", "he", "ja"]
+            .iter()
+            .any(|l| snapshot["languages"].get(l).is_none())
+        {
+            assert!(Instant::now() < deadline, "no traffic in the window");
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
         std::fs::write(&path, body(&response)).unwrap();
         let analyzed = std::process::Command::new(env!("CARGO_BIN_EXE_moescope"))
             .args(["analyze", "--reference", "en", "--format", "json"])
@@ -93,7 +111,28 @@ fn the_simulated_demos_snapshot_round_trips_through_analyze_with_the_collapse_fl
             "no rows for {lang}"
         );
     }
-    // `/metrics` is still the endpoint's own, next to the snapshot route.
+    // The live page flags the same collapse, in one self-contained HTML document.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = common::get(&addr, "/").unwrap();
+        let head = page.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        assert!(page.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(
+            head.contains("content-security-policy: default-src 'none'"),
+            "{head}"
+        );
+        if body(&page).contains(r#"data-lang="he" data-verdict="collapsed""#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live page does not flag he:\n{}",
+            body(&page)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // `/metrics` is still the endpoint's own, next to the page's routes.
     let metrics = common::get(&addr, "/metrics").unwrap();
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(body(&metrics).contains("moe_routing_"), "{metrics}");

@@ -2,8 +2,8 @@
 //!
 //! A routing simulator (crate `moescope-sim`) generates router batches for the `--mix`
 //! languages on a preset's shapes; the recorder records them; a publisher serves the
-//! statistics at `/metrics` (and the window as a snapshot file at `/v1/snapshot`, see
-//! [`super::page`]); the terminal shows the shared view. One language collapses in its
+//! statistics at `/metrics`, with the live page at `/` and the window as a snapshot file at
+//! `/v1/snapshot` ([`super::page`]); the terminal shows the shared view. One language collapses in its
 //! deep layers at `--collapse-at` and recovers at `--recover-at`, so the flag can be watched
 //! going up and down (and alerts rehearsed).
 
@@ -51,12 +51,16 @@ pub fn run(common: &CommonArgs, args: &SimArgs) -> Result<(), String> {
         recorder.clone(),
         &common.listen,
         common.publisher_config(),
-        super::page::routes(Router::new(), recorder.clone()),
+        super::page::routes(
+            Router::new(),
+            recorder.clone(),
+            super::page::page_options(&common.publisher_config()),
+        ),
     )
     .map_err(|e| e.to_string())?;
     let addr = export.endpoint.local_addr();
     say!(
-        "moescope demo: simulating {} ({} MoE layers, {} experts, top-{}); metrics at http://{addr}/metrics, the window at http://{addr}/v1/snapshot",
+        "moescope demo: simulating {} ({} MoE layers, {} experts, top-{}); metrics at http://{addr}/metrics, live page at http://{addr}/",
         spec.name, layers, spec.num_experts, spec.top_k
     );
     say!(
