@@ -136,6 +136,8 @@ fn the_simulated_demos_live_page_draws_every_figure_from_loopback_only() {
         "50",
         "--interval-ms",
         "250",
+        "--bucket-ms",
+        "1000",
         "--duration",
         "60",
     ]);

@@ -30,6 +30,8 @@ fn the_simulated_demos_snapshot_round_trips_through_analyze_with_the_collapse_fl
         "50",
         "--interval-ms",
         "250",
+        "--bucket-ms",
+        "1000",
         "--duration",
         "60",
     ]);
@@ -132,6 +134,38 @@ fn the_simulated_demos_snapshot_round_trips_through_analyze_with_the_collapse_fl
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The page is drawn on the slow pool: a scrape during two page loads is not held up.
+    let pages: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let page = common::get(&addr, "/").unwrap();
+                (
+                    page.starts_with("HTTP/1.1 200"),
+                    start.elapsed(),
+                    Instant::now(),
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let start = Instant::now();
+    let scrape = common::get(&addr, "/metrics").unwrap();
+    let (scraped, scraped_at) = (start.elapsed(), Instant::now());
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    let pages: Vec<_> = pages.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(pages.iter().all(|p| p.0), "a page load failed");
+    let last_page = pages.iter().map(|p| p.2).max().unwrap();
+    println!(
+        "scrape during two page loads: {scraped:?}; page loads: {:?}",
+        pages.iter().map(|p| p.1).collect::<Vec<_>>()
+    );
+    assert!(
+        scraped_at < last_page,
+        "the scrape ({scraped:?}) waited for the page loads ({pages:?})"
+    );
+
     // `/metrics` is still the endpoint's own, next to the page's routes.
     let metrics = common::get(&addr, "/metrics").unwrap();
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
