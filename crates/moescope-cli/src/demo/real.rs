@@ -128,12 +128,13 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
     }
 
     say!(
-        "moescope demo: {} ({} MoE layers, {} experts, top-{}) on tract; metrics at http://{addr}/metrics, live page at http://{addr}/",
+        "moescope demo: {} ({} MoE layers, {} experts, top-{}) on tract; metrics at http://{addr}/metrics",
         spec.name,
         spec.num_moe_layers(),
         spec.num_experts,
         spec.top_k
     );
+    say!("live page at http://{addr}/, the window as a snapshot file at http://{addr}/v1/snapshot");
     say!(
         "send text: curl -d 'שלום עולם' 'http://{addr}/v1/route?lang=he' (no lang: detected); {}",
         if args.no_load {

@@ -60,9 +60,10 @@ pub fn run(common: &CommonArgs, args: &SimArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let addr = export.endpoint.local_addr();
     say!(
-        "moescope demo: simulating {} ({} MoE layers, {} experts, top-{}); metrics at http://{addr}/metrics, live page at http://{addr}/",
+        "moescope demo: simulating {} ({} MoE layers, {} experts, top-{}); metrics at http://{addr}/metrics",
         spec.name, layers, spec.num_experts, spec.top_k
     );
+    say!("live page at http://{addr}/, the window as a snapshot file at http://{addr}/v1/snapshot");
     say!(
         "{} collapses in its last {} MoE layers onto {} experts at {}s{}",
         args.collapse_lang,
