@@ -97,7 +97,15 @@ pub fn run(args: &ReportArgs) -> i32 {
     }
     let html = match render_report(&snapshot, base.as_ref(), &opts) {
         Ok(h) => h,
-        Err(e) => return fail(&format!("{}: {e}", args.snapshot.display())),
+        Err(e) => {
+            // Name the file the error is about.
+            let path = match (e.role(), &args.diff) {
+                (Some("base"), Some(base)) => format!("--diff {}: ", base.display()),
+                (Some(_), _) => format!("{}: ", args.snapshot.display()),
+                (None, _) => String::new(),
+            };
+            return fail(&format!("{path}{e}"));
+        }
     };
     let written = if args.output.as_os_str() == "-" {
         use std::io::Write as _;

@@ -183,6 +183,13 @@ fn report_options_and_errors() {
     // Bad input: exit 2 with the value named.
     let dest = out_path("never.html");
     let _ = std::fs::remove_file(&dest);
+    // A base without the reference: the error names the base file.
+    let one = out_path("only-he.json");
+    let mut snap: Value = serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    let langs = snap["languages"].as_object_mut().unwrap();
+    langs.retain(|k, _| k == "he");
+    std::fs::write(&one, serde_json::to_string(&snap).unwrap()).unwrap();
+    let one_lang = one.to_str().unwrap();
     let d = dest.to_str().unwrap();
     for (args, needle) in [
         (vec!["report", b, "--reference", "de", "-o", d], "\"de\""),
@@ -191,6 +198,10 @@ fn report_options_and_errors() {
         (
             vec!["report", b, "--diff", "/nonexistent.json", "-o", d],
             "--diff",
+        ),
+        (
+            vec!["report", b, "--diff", one_lang, "-o", d],
+            "only-he.json: reference language \"en\" is not in the base",
         ),
         (
             vec!["report", b, "--min-deep-tokens=-1", "-o", d],

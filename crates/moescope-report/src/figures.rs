@@ -185,7 +185,7 @@ pub(crate) fn flags(ctx: &Ctx<'_>, out: &mut String) {
                 l = escape(&c.lang),
                 score = c
                     .score_bits
-                    .map(|s| format!(" (C = {s:.2} bits)"))
+                    .map(|s| format!(" (C = {} bits)", crate::html::fixed(s, 2)))
                     .unwrap_or_default()
             );
         }
@@ -289,7 +289,7 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
          <th scope=\"col\">min deep-layer tokens</th><th scope=\"col\">C spread across buckets (bits)</th>\
          <th scope=\"col\">split-half control C (bits)</th><th class=\"l\" scope=\"col\">split-half verdict</th>\
          </tr></thead><tbody>",
-        escape(ctx.reference())
+        escape(&ctx.requested_reference)
     );
     let collapse: HashMap<&str, _> = a.collapse.iter().map(|c| (c.lang.as_str(), c)).collect();
     let split: HashMap<&str, _> = a
@@ -587,6 +587,7 @@ fn entropy_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
         }],
         y_include: (0.0, log2e.max(1.0)),
         integer_x: true,
+        y_decimals: 2,
     };
     let svg = line_chart(&chart, WIDTH, HEIGHT, ID)?;
     Ok(Figure {
@@ -662,6 +663,7 @@ fn entropy_gap(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
         }],
         y_include: (0.0, 0.5),
         integer_x: true,
+        y_decimals: 2,
     };
     let svg = line_chart(&chart, WIDTH, HEIGHT, ID)?;
     Ok(Figure {
@@ -934,6 +936,7 @@ fn lsi_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
         hlines: Vec::new(),
         y_include: (0.0, 1.0),
         integer_x: true,
+        y_decimals: 0,
     };
     let svg = line_chart(&chart, WIDTH, HEIGHT, ID)?;
     Ok(Figure {
@@ -1012,6 +1015,7 @@ fn lsi_sweep(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
         hlines: Vec::new(),
         y_include: (0.0, 1.0),
         integer_x: false,
+        y_decimals: 0,
     };
     let svg = line_chart(&chart, WIDTH, HEIGHT, ID)?;
     Ok(Figure {
@@ -1096,7 +1100,7 @@ fn expert_usage(ctx: &Ctx<'_>) -> Result<Vec<Figure>, ReportError> {
                 .analysis
                 .collapse_for(&who)
                 .and_then(|c| c.score_bits)
-                .map(|s| format!(", collapse score C = {s:.2} bits"))
+                .map(|s| format!(", collapse score C = {} bits", crate::html::fixed(s, 2)))
                 .unwrap_or_default();
             format!("{who}{score}")
         };
@@ -1268,22 +1272,24 @@ fn diff_entropy(ctx: &Ctx<'_>, d: &AnalysisDiff) -> Result<Figure, ReportError> 
             title,
             x_label: "MoE layer".into(),
             y_label: "H (bits)".into(),
+            // The candidate first, so the dashed base stays visible where the two coincide.
             series: vec![
-                Series {
-                    label: "base".into(),
-                    points: ctx.x.iter().copied().zip(b.iter().copied()).collect(),
-                    look: BASE_LOOK,
-                },
                 Series {
                     label: "candidate".into(),
                     points: ctx.x.iter().copied().zip(c.iter().copied()).collect(),
                     look: CANDIDATE_LOOK,
+                },
+                Series {
+                    label: "base".into(),
+                    points: ctx.x.iter().copied().zip(b.iter().copied()).collect(),
+                    look: BASE_LOOK,
                 },
             ],
             bands: deep_band.clone(),
             hlines: Vec::new(),
             y_include: (0.0, log2e.max(1.0)),
             integer_x: true,
+            y_decimals: 1,
         });
         rows.push((format!("{l} base"), b));
         rows.push((format!("{l} candidate"), c));

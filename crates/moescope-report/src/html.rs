@@ -34,8 +34,18 @@ pub(crate) fn data_num(v: Option<f64>) -> String {
 /// A number for people: `decimals` places, an en dash when undefined.
 pub(crate) fn num(v: Option<f64>, decimals: usize) -> String {
     match v {
-        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        Some(v) if v.is_finite() => fixed(v, decimals),
         _ => "–".into(),
+    }
+}
+
+/// `v` with `decimals` places, without the minus sign of a value that rounds to zero
+/// (`-0.00` reads as a negative score).
+pub(crate) fn fixed(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
     }
 }
 
@@ -63,8 +73,9 @@ pub(crate) fn tokens(v: f64) -> String {
     }
 }
 
-/// A table of plotted values: one row per series (or heatmap row), one column per x. Each cell
-/// carries `data-row`, `data-col` and `data-value` (full precision; empty when undefined).
+/// A table of plotted values: one row per series (or heatmap row, its name in the row's `<th>`),
+/// one column per x (its name in the header). Each cell carries `data-value` (full precision;
+/// empty when undefined) and shows the value rounded.
 pub(crate) struct ValueTable {
     pub caption: String,
     pub row_header: String,
@@ -88,13 +99,11 @@ impl ValueTable {
         }
         out.push_str("</tr></thead><tbody>");
         for (name, values) in &self.rows {
-            let name_e = escape(name);
-            let _ = write!(out, "<tr><th scope=\"row\">{name_e}</th>");
-            for (c, v) in self.cols.iter().zip(values) {
+            let _ = write!(out, "<tr><th scope=\"row\">{}</th>", escape(name));
+            for v in values.iter().take(self.cols.len()) {
                 let _ = write!(
                     out,
-                    "<td data-row=\"{name_e}\" data-col=\"{}\" data-value=\"{}\">{}</td>",
-                    escape(c),
+                    "<td data-value=\"{}\">{}</td>",
                     data_num(*v),
                     num(*v, self.decimals)
                 );
@@ -225,6 +234,14 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+
+    #[test]
+    fn fixed_drops_the_sign_of_a_rounded_zero() {
+        assert_eq!(fixed(-0.001, 2), "0.00");
+        assert_eq!(fixed(-0.006, 2), "-0.01");
+        assert_eq!(fixed(2.4949, 2), "2.49");
+        assert_eq!(num(None, 2), "–");
     }
 
     #[test]

@@ -303,10 +303,12 @@ impl LivePageOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReportError {
-    /// The reference language is not in the snapshot ([`render_report`] only; the live page
-    /// draws what it can without it).
-    #[error("reference language {reference:?} is not in the snapshot (languages: {available}); pick one with --reference")]
+    /// The reference language is not in the snapshot (`role` "snapshot") or the base
+    /// (`role` "base"); [`render_report`] only: the live page draws what it can without it.
+    #[error("reference language {reference:?} is not in the {role} (languages: {available}); pick one with --reference")]
     UnknownReference {
+        /// Which snapshot: "snapshot" or "base".
+        role: &'static str,
         /// The requested reference.
         reference: String,
         /// The snapshot's languages, comma-separated.
@@ -322,9 +324,9 @@ pub enum ReportError {
     },
     /// The snapshot (`role` "snapshot") or the base snapshot (`role` "base") cannot be
     /// analysed: invalid counts or an out-of-range setting.
-    #[error("{role}: {source}")]
+    #[error("{source}")]
     Analysis {
-        /// Which snapshot.
+        /// Which snapshot: "snapshot" or "base".
         role: &'static str,
         /// The analysis error, naming the field.
         #[source]
@@ -343,6 +345,20 @@ pub enum ReportError {
     },
 }
 
+impl ReportError {
+    /// Which input the error is about: `Some("snapshot")` or `Some("base")` for the errors of
+    /// one snapshot, `None` for the others.
+    pub fn role(&self) -> Option<&'static str> {
+        match self {
+            ReportError::UnknownReference { role, .. } | ReportError::Analysis { role, .. } => {
+                Some(role)
+            }
+            ReportError::UnknownLanguage { .. } => Some("snapshot"),
+            ReportError::Diff(_) | ReportError::Chart { .. } => None,
+        }
+    }
+}
+
 fn available(snapshot: &Snapshot) -> String {
     if snapshot.languages.is_empty() {
         "none".into()
@@ -359,6 +375,7 @@ fn available(snapshot: &Snapshot) -> String {
 fn analysis_error(role: &'static str, snapshot: &Snapshot, e: AnalysisError) -> ReportError {
     match e {
         AnalysisError::UnknownReference { reference, .. } => ReportError::UnknownReference {
+            role,
             reference,
             available: available(snapshot),
         },

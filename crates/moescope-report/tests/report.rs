@@ -39,24 +39,29 @@ fn sim_snapshot(collapse: bool, seed: u64) -> Snapshot {
     recorder.snapshot()
 }
 
-/// The `data-value` of every cell of a figure's table, by (row, column).
+/// The `data-value` of every cell of a figure's table, by (row name, column name).
 fn table(html: &str, figure: &str) -> HashMap<(String, String), Option<f64>> {
     let start = html
         .find(&format!("data-figure=\"{figure}\""))
         .unwrap_or_else(|| panic!("no table for {figure}"));
     let end = start + html[start..].find("</table>").unwrap();
+    let t = &html[start..end];
+    let head = &t[t.find("<thead>").unwrap()..t.find("</thead>").unwrap()];
+    let text = |s: &str| s[s.find('>').unwrap() + 1..s.find("</").unwrap()].to_string();
+    let cols: Vec<String> = head.split("<th ").skip(2).map(text).collect();
     let mut out = HashMap::new();
-    for cell in html[start..end].split("<td ").skip(1) {
-        let attr = |name: &str| {
-            let key = format!("{name}=\"");
-            let i = cell.find(&key).unwrap() + key.len();
-            cell[i..i + cell[i..].find('"').unwrap()].to_string()
-        };
-        let v = attr("data-value");
-        out.insert(
-            (attr("data-row"), attr("data-col")),
-            (!v.is_empty()).then(|| v.parse::<f64>().unwrap()),
-        );
+    for row in t[t.find("<tbody>").unwrap()..].split("<tr>").skip(1) {
+        let name = text(&row[row.find("<th ").unwrap()..]);
+        let cells: Vec<&str> = row.split("<td ").skip(1).collect();
+        assert_eq!(cells.len(), cols.len(), "{figure} row {name}");
+        for (col, cell) in cols.iter().zip(cells) {
+            let i = cell.find("data-value=\"").unwrap() + 12;
+            let v = &cell[i..i + cell[i..].find('"').unwrap()];
+            out.insert(
+                (name.clone(), col.clone()),
+                (!v.is_empty()).then(|| v.parse::<f64>().unwrap()),
+            );
+        }
     }
     out
 }
@@ -360,6 +365,12 @@ fn live_page_without_the_reference_draws_what_it_can() {
     assert!(matches!(err, ReportError::UnknownReference { .. }));
     let msg = err.to_string();
     assert!(msg.contains("\"en\"") && msg.contains("fr, he"), "{msg}");
+    assert_eq!(err.role(), Some("snapshot"));
+    // A base without the reference is named as the base.
+    let full = sim_snapshot(false, 3);
+    let err = render_report(&full, Some(&snap), &ReportOptions::new("en")).unwrap_err();
+    assert_eq!(err.role(), Some("base"));
+    assert!(err.to_string().contains("not in the base"), "{err}");
 }
 
 #[test]
@@ -490,4 +501,94 @@ fn markup_in_the_model_name_is_escaped() {
     let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
     assert!(!html.contains("<b>"));
     assert!(html.contains("&lt;b&gt;&quot;x&quot;&amp;&lt;/b&gt;"));
+}
+
+/// A window of the real-model demo (the bundled tiny Qwen3-MoE run by tract: 4 MoE layers,
+/// 16 experts, top-4; en, he, ja from the load generator), saved from its `/v1/snapshot`.
+#[test]
+fn tract_demo_snapshot() {
+    let text = include_str!("data/tract-demo.json");
+    let snap = Snapshot::from_json_str(text).unwrap();
+    let a = analyze(&snap, &AnalysisConfig::new("en")).unwrap();
+    for html in [
+        render_report(&snap, None, &ReportOptions::new("en")).unwrap(),
+        render_live_page(&snap, &LivePageOptions::new("en")).unwrap(),
+    ] {
+        assert_self_contained(&html);
+        assert_eq!(html.matches("<figure ").count(), FIGURE_IDS.len());
+        for id in FIGURE_IDS {
+            assert!(
+                figure_tag(&html, id).contains("data-status=\"chart\""),
+                "{id}"
+            );
+        }
+        for c in &a.collapse {
+            let want = if c.collapsed { "collapsed" } else { "ok" };
+            assert!(
+                html.contains(&format!(
+                    "<tr data-lang=\"{}\" data-verdict=\"{want}\" data-score=\"{}\"",
+                    c.lang,
+                    c.score_bits.unwrap()
+                )),
+                "{}",
+                c.lang
+            );
+        }
+        let h = table(&html, "fig-entropy-by-layer");
+        for r in &a.layers {
+            assert_eq!(
+                h[&(r.lang.clone(), r.layer.to_string())],
+                r.metrics.usage_entropy_bits
+            );
+        }
+        // The expert-usage heatmap shows the highest collapse score's language.
+        let worst = a
+            .collapse
+            .iter()
+            .max_by(|x, y| x.score_bits.unwrap().total_cmp(&y.score_bits.unwrap()))
+            .unwrap();
+        assert!(figure_tag(&html, "fig-expert-usage-language")
+            .contains(&format!("data-lang=\"{}\"", worst.lang)));
+        // Each layer's shares sum to 1.
+        let u = table(&html, "fig-expert-usage-language");
+        for l in &snap.model.moe_layers {
+            let s: f64 = (0..16)
+                .map(|e| u[&(e.to_string(), l.to_string())].unwrap())
+                .sum();
+            assert!((s - 1.0).abs() < 1e-9, "layer {l}: {s}");
+        }
+    }
+}
+
+#[test]
+fn sixty_languages_fit_the_legend_and_the_tables() {
+    let mut langs: Vec<(String, Vec<Vec<f64>>)> = vec![("en".into(), vec![vec![5.0; 4]; 4])];
+    for i in 0..59u8 {
+        let tag = format!("a{}{}", (b'a' + i / 26) as char, (b'a' + i % 26) as char);
+        let skew = f64::from(i) + 1.0;
+        langs.push((tag, vec![vec![skew, 5.0, 5.0, 5.0]; 4]));
+    }
+    let refs: Vec<(&str, Vec<Vec<f64>>)> =
+        langs.iter().map(|(t, v)| (t.as_str(), v.clone())).collect();
+    let snap = toy(4, 4, &refs);
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    dump("sixty.html", &html);
+    assert_self_contained(&html);
+    // The legend shows what fits and says how many more the table holds.
+    let body = figure_body(&html, "fig-entropy-by-layer");
+    let i = body.find("… and ").expect("legend summary missing") + "… and ".len();
+    let more: usize = body[i..i + body[i..].find(' ').unwrap()].parse().unwrap();
+    // Every language is in the legend once (its label, e.g. `aab`, as a text element) or counted.
+    let shown = langs
+        .iter()
+        .filter(|(t, _)| {
+            body.contains(&format!("\n{t}\n</text>"))
+                || body.contains(&format!("\n{t} (reference)\n</text>"))
+        })
+        .count();
+    assert!(more > 0 && shown + more == 60, "shown {shown}, more {more}");
+    let h = table(&html, "fig-entropy-by-layer");
+    assert_eq!(h.len(), 60 * 4);
+    let pairs = table(&html, "fig-pair-mean");
+    assert_eq!(pairs.len(), 60 * 60);
 }
