@@ -20,6 +20,7 @@
 //! [`round`] measures the other side: what one publication round costs, against the round it
 //! replaced.
 
+pub mod alert;
 pub mod round;
 
 use std::collections::HashMap;

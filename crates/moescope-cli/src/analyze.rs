@@ -46,9 +46,32 @@ pub struct CollapseArgs {
     /// Tokens every deep layer needs, for the language and the reference, before a verdict.
     #[arg(long, value_name = "N", default_value_t = CollapseConfig::DEFAULT.min_deep_tokens)]
     pub min_deep_tokens: f64,
+    /// A language's healthy collapse score, judged against θ as C − baseline (repeatable:
+    /// `--collapse-baseline he=0.25 --collapse-baseline ja=-0.4`).
+    #[arg(long, value_name = "LANG=BITS", value_parser = parse_baseline)]
+    pub collapse_baseline: Vec<(String, f64)>,
+}
+
+/// `LANG=BITS` of `--collapse-baseline`.
+fn parse_baseline(s: &str) -> Result<(String, f64), String> {
+    let (lang, bits) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not LANG=BITS"))?;
+    let bits: f64 = bits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{bits:?} is not a number of bits"))?;
+    if !bits.is_finite() {
+        return Err(format!("{bits} is not a finite number of bits"));
+    }
+    Ok((lang.trim().to_owned(), bits))
 }
 
 impl CollapseArgs {
+    fn baselines(&self) -> std::collections::BTreeMap<String, f64> {
+        self.collapse_baseline.iter().cloned().collect()
+    }
+
     fn config(&self) -> CollapseConfig {
         CollapseConfig {
             theta_bits: self.theta_bits,
@@ -236,6 +259,7 @@ pub fn run_analyze(args: &AnalyzeArgs) -> i32 {
         top_k: args.top_k,
         all_pairs: false,
         collapse: args.collapse.config(),
+        collapse_baselines: args.collapse.baselines(),
         ..AnalysisConfig::new(args.reference.clone())
     };
     if args.all_pairs {
@@ -292,6 +316,7 @@ pub fn run_diff(args: &DiffArgs) -> i32 {
     let config = AnalysisConfig {
         lsi_threshold: args.lsi_threshold,
         collapse: args.collapse.config(),
+        collapse_baselines: args.collapse.baselines(),
         ..AnalysisConfig::new(args.reference.clone())
     };
     let mut analyses = Vec::new();

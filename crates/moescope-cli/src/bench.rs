@@ -31,6 +31,29 @@ pub struct BenchArgs {
     /// same run.
     #[arg(long)]
     publisher_round: bool,
+    /// Instead: the collapse alert's false alarms per day on healthy traffic and its detection
+    /// delay after planted collapses, over a grid of traffic shares, sampling rates and
+    /// collapse sizes (simulated time; the table of docs/RUNBOOK.md).
+    #[arg(long)]
+    alert_sweep: bool,
+    /// With --alert-sweep: simulated hours of healthy traffic per row.
+    #[arg(long, default_value_t = 24.0)]
+    healthy_hours: f64,
+    /// With --alert-sweep: planted collapses per detection row.
+    #[arg(long, default_value_t = 5)]
+    onsets: usize,
+    /// With --alert-sweep: tokens per second of the simulated replica.
+    #[arg(long, default_value_t = 2000.0)]
+    tokens_per_second: f64,
+    /// With --alert-sweep: the watched language's shares of traffic (default 0.001,0.01,0.05).
+    #[arg(long, value_delimiter = ',')]
+    shares: Vec<f64>,
+    /// With --alert-sweep: sampling rates, each 1/w for a whole w (default 1,0.1).
+    #[arg(long, value_delimiter = ',')]
+    sampling_rates: Vec<f64>,
+    /// With --alert-sweep: tokens per independent routing decision (default 1,32).
+    #[arg(long, value_delimiter = ',')]
+    clumps: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +105,9 @@ struct DesignBudget {
 }
 
 pub fn run(args: &BenchArgs) -> u8 {
+    if args.alert_sweep {
+        return alert_sweep(args);
+    }
     if args.publisher_round {
         return publisher_round(args.quick, args.json);
     }
@@ -379,4 +405,145 @@ fn print_rounds(out: &mut impl Write, r: &RoundReport) -> std::io::Result<()> {
         "full-analysis round / live round: {:.1}x",
         r.full_over_live
     )
+}
+
+/// `moescope bench --alert-sweep`.
+fn alert_sweep(args: &BenchArgs) -> u8 {
+    use moescope_bench::alert::{sweep, SweepConfig};
+    let mut config = SweepConfig {
+        tokens_per_second: args.tokens_per_second,
+        healthy_hours: args.healthy_hours,
+        onsets: args.onsets,
+        ..SweepConfig::default()
+    };
+    if !args.shares.is_empty() {
+        config.shares.clone_from(&args.shares);
+    }
+    if !args.sampling_rates.is_empty() {
+        config.sampling_rates.clone_from(&args.sampling_rates);
+    }
+    if !args.clumps.is_empty() {
+        config.clumps.clone_from(&args.clumps);
+    }
+    if args.quick {
+        config.healthy_hours = config.healthy_hours.min(1.0);
+        config.onsets = config.onsets.min(2);
+    }
+    if !(config.healthy_hours > 0.0 && config.tokens_per_second > 0.0) {
+        eprintln!(
+            "moescope bench --alert-sweep: --healthy-hours and --tokens-per-second must be > 0"
+        );
+        return 2;
+    }
+    if !args.json {
+        eprintln!(
+            "simulating {} healthy hours per row and {} collapses per detection row...",
+            config.healthy_hours, config.onsets
+        );
+    }
+    let result = match sweep(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("moescope bench --alert-sweep: {e}");
+            return 2;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &result)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        print_sweep(&mut out, &result)
+    };
+    match written {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("moescope bench: {e}");
+            1
+        }
+    }
+}
+
+fn print_sweep(out: &mut impl Write, s: &moescope_bench::alert::Sweep) -> std::io::Result<()> {
+    let c = &s.config;
+    writeln!(
+        out,
+        "MoeRoutingDeepLayerCollapse (flag held {} min, >= {} window tokens), detector defaults; \
+         {} tokens/s per replica; qwen3-30b-a3b",
+        c.rule.hold.as_secs() / 60,
+        c.rule.min_window_tokens,
+        c.tokens_per_second
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Healthy traffic ({} simulated hours per row)",
+        c.healthy_hours
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| tokens/run | share | sampling | window tokens (kept) | healthy C / baseline, bits | C mean ± sd (max), bits | flag up | false alarms/day |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    let f = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+    for r in &s.healthy {
+        let sc = &r.scenario;
+        writeln!(
+            out,
+            "| {} | {}% | {} | {:.0} ({:.0}) | {} / {} | {} ± {} ({}) | {:.1}% | {:.2} ({} in {} h) |",
+            sc.clump_tokens,
+            sc.share * 100.0,
+            sc.sampling_rate,
+            sc.window_tokens(),
+            sc.kept_window_tokens(),
+            sc.baseline_bits,
+            sc.configured_baseline_bits,
+            f(r.score_mean_bits),
+            f(r.score_std_bits),
+            f(r.score_max_bits),
+            r.flag_up_fraction * 100.0,
+            r.false_alarms_per_day,
+            r.firings,
+            r.hours
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Planted collapses (healthy C = 0; {} per row; minutes from onset, median [max]; missed within {} min)",
+        c.onsets,
+        c.give_up.as_secs() / 60
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| tokens/run | share | sampling | collapse, bits | flag raised | alert fires | missed |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    let med = |v: &[f64]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.1} [{:.1}]", v[v.len() / 2], v[v.len() - 1])
+        }
+    };
+    for r in &s.detection {
+        let sc = &r.scenario;
+        writeln!(
+            out,
+            "| {} | {}% | {} | {} | {} | {} | {}/{} |",
+            sc.clump_tokens,
+            sc.share * 100.0,
+            sc.sampling_rate,
+            r.collapse_bits,
+            med(&r.flag_minutes),
+            med(&r.alert_minutes),
+            r.missed,
+            r.onsets
+        )?;
+    }
+    Ok(())
 }

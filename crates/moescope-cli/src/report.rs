@@ -89,6 +89,9 @@ pub fn run(args: &ReportArgs) -> i32 {
             tolerance_bits: args.tolerance_bits,
             ..DiffConfig::DEFAULT
         });
+    for (lang, bits) in &args.collapse.collapse_baseline {
+        opts = opts.with_collapse_baseline(lang.clone(), *bits);
+    }
     if let Some(l) = &args.language {
         opts = opts.with_language(l.clone());
     }

@@ -263,6 +263,44 @@ fn analyze_fail_on_collapse_exits_1() {
 }
 
 #[test]
+fn a_collapse_baseline_judges_the_excess() {
+    // he's C = 0.643220 bits. A baseline of 0.4 leaves an excess of 0.243220 < θ = 0.3: not
+    // collapsed, with the raw score still reported; a baseline of 0.3 leaves 0.343220 > θ.
+    let base = data("base.json");
+    let path = base.to_str().unwrap();
+    let verdict = |baseline: &str| {
+        let out = run(&[
+            "analyze",
+            path,
+            "--reference",
+            "en",
+            "--collapse-baseline",
+            baseline,
+            "--fail-on-collapse",
+        ]);
+        let doc = stdout_json(&out);
+        let he = find(&doc["collapse"], |r| r["lang"] == "he").clone();
+        (out.status.code(), he)
+    };
+    let (code, he) = verdict("he=0.4");
+    assert_eq!(code, Some(0), "{he}");
+    assert_eq!(he["collapsed"], false);
+    assert!(close(&he["score_bits"], 0.643220), "{he}");
+    assert!(close(&he["baseline_bits"], 0.4), "{he}");
+    let (code, he) = verdict("he=0.3");
+    assert_eq!(code, Some(1), "{he}");
+    assert_eq!(he["collapsed"], true);
+    // A malformed value is refused with the flag named.
+    let out = run(&["analyze", path, "--collapse-baseline", "he:0.3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--collapse-baseline"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn diff_repaired_exits_0() {
     let (b, c) = (data("base.json"), data("cpt.json"));
     let out = run(&[

@@ -510,7 +510,7 @@ fn collapse_alert_fires_in_prometheus_and_every_panel_has_data() {
     });
 
     // Prometheus, on its own port and TSDB, scraping the demo and evaluating the rules every
-    // second. The collapse alert's `for:` (15m in production) is shortened to 10s here; the
+    // second. The collapse alert's `for:` (10m in production) is shortened to 10s here; the
     // promtool tests cover the real value.
     let rules = read("dashboards/rules/alerts.yml");
     let mut out = Vec::new();

@@ -219,3 +219,17 @@ fn report_options_and_errors() {
     }
     assert!(!dest.exists(), "no file is written on bad input");
 }
+
+#[test]
+fn report_takes_collapse_baselines() {
+    // base.json: he's C = 0.643220 bits; a healthy baseline of 0.5 leaves 0.143 < θ = 0.3.
+    let base = data("base.json");
+    let b = base.to_str().unwrap();
+    let html = report(&[b, "--collapse-baseline", "he=0.5"], "baseline.html");
+    assert_eq!(attr(&html, "<tr data-lang=\"he\"", "data-verdict"), "ok");
+    let html = report(&[b], "no-baseline.html");
+    assert_eq!(
+        attr(&html, "<tr data-lang=\"he\"", "data-verdict"),
+        "collapsed"
+    );
+}

@@ -158,6 +158,8 @@ catalogue! {
         "Experts by language-specificity class (lang_specific, reference_specific, shared), LSI averaged over layers.";
     DeepCollapseScoreBits = "moe_routing_deep_collapse_score_bits", Gauge, "bits", ["model", "lang", "reference"],
         "Deep-layer collapse score: how much the entropy gap to the reference widens in the deep layers.";
+    DeepCollapseBaselineBits = "moe_routing_deep_collapse_baseline_bits", Gauge, "bits", ["model", "lang", "reference"],
+        "The language's configured healthy collapse score; the detector flags the score minus it above theta (only languages with a baseline).";
     DeepCollapse = "moe_routing_deep_collapse", Gauge, "", ["model", "lang", "reference"],
         "1 while the collapse detector (with hysteresis) flags deep-layer routing collapse, else 0.";
     DeepUsageEntropyBits = "moe_routing_deep_usage_entropy_bits", Gauge, "bits", ["model", "lang"],

@@ -38,6 +38,12 @@ pub struct PublisherConfig {
     pub lsi_threshold: f64,
     /// Collapse detector settings (default [`CollapseConfig::DEFAULT`]).
     pub collapse: CollapseConfig,
+    /// Healthy collapse scores per language, in bits (default none: 0). The detector flags
+    /// C − baseline > θ, so a language whose deep layers differ from the reference's with no
+    /// collapse (unlike scripts do, by a few tenths of a bit) does not sit at the threshold;
+    /// each configured language also gets `moe_routing_deep_collapse_baseline_bits`. Measure
+    /// a baseline on a known-good window (docs/RUNBOOK.md).
+    pub collapse_baselines: BTreeMap<String, f64>,
     /// Publish `moe_routing_expert_selections_total{model,layer,lang,expert}` (off by default:
     /// L × E series per language).
     pub expert_selections: bool,
@@ -68,6 +74,7 @@ impl PublisherConfig {
         let mut c = LiveConfig::new(self.reference.clone());
         c.lsi_threshold = self.lsi_threshold;
         c.collapse = self.collapse;
+        c.collapse_baselines = self.collapse_baselines.clone();
         c.layer_detail = self.layer_detail.clone();
         c.pair_languages = self.pair_languages;
         c.pair_layers = self.pair_layers.clone();
@@ -79,7 +86,8 @@ impl PublisherConfig {
     /// # Errors
     /// [`ConfigError`] naming the first field out of range: `model_label` (empty),
     /// `reference` (empty), `lsi_threshold` (outside [0, 1)), `collapse.theta_bits`,
-    /// `collapse.min_deep_tokens`, `collapse.clear_ratio`, `pair_languages` (above
+    /// `collapse.min_deep_tokens`, `collapse.clear_ratio`, `collapse_baselines` (not finite),
+    /// `pair_languages` (above
     /// [`Self::MAX_PAIR_LANGUAGES`]), `interval` (zero).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.model_label.as_deref() == Some("") {
@@ -114,6 +122,7 @@ impl Default for PublisherConfig {
             reference: live.reference,
             lsi_threshold: live.lsi_threshold,
             collapse: live.collapse,
+            collapse_baselines: live.collapse_baselines,
             expert_selections: false,
             layer_detail: live.layer_detail,
             pair_languages: live.pair_languages,
@@ -388,6 +397,9 @@ impl Publisher {
         for row in &a.collapse {
             let l = [row.lang.as_str(), row.reference.as_str()];
             out.push_opt(Metric::DeepCollapseScoreBits, &l, row.score_bits);
+            if self.live.collapse_baselines.contains_key(&row.lang) {
+                out.push(Metric::DeepCollapseBaselineBits, &l, row.baseline_bits);
+            }
             let detector = self
                 .detectors
                 .entry(row.lang.clone())
@@ -646,6 +658,60 @@ pub fn spawn(
 mod tests {
     use super::*;
     use moescope_core::{Languages, ModelSpec, RouterBatch};
+
+    /// 8 MoE layers, E = 4, top-1: en uniform everywhere; he uniform except the deep layers
+    /// (depths 6, 7) at (700, 100, 100, 100): C = 2 − 1.356780 = 0.643220 bits.
+    fn collapsed_he() -> Arc<Recorder> {
+        let spec = ModelSpec::new("tiny", 4, 1, (0..8).collect()).unwrap();
+        let recorder = Arc::new(Recorder::new(spec).unwrap());
+        let (en, he) = (recorder.language("en"), recorder.language("he"));
+        let uniform: Vec<u32> = (0..1000).map(|i| i % 4).collect();
+        let skewed: Vec<u32> = (0..1000)
+            .map(|i| if i < 700 { 0 } else { i % 3 + 1 })
+            .collect();
+        for depth in 0..8 {
+            let he_ids = if depth >= 6 { &skewed } else { &uniform };
+            for (lang, ids) in [(en, &uniform), (he, he_ids)] {
+                recorder
+                    .record(&RouterBatch::at_depth(depth, ids, Languages::All(lang)))
+                    .unwrap();
+            }
+        }
+        recorder
+    }
+
+    #[test]
+    fn a_collapse_baseline_moves_the_flag_not_the_score() {
+        let flag_after_three_rounds = |baseline: Option<f64>| {
+            let mut config = PublisherConfig::default();
+            if let Some(b) = baseline {
+                config.collapse_baselines.insert("he".into(), b);
+            }
+            let mut publisher = Publisher::new(collapsed_he(), config).unwrap();
+            let mut last = None;
+            for _ in 0..3 {
+                last = Some(publisher.collect().publication);
+            }
+            let p = last.unwrap();
+            let l = ["tiny", "he", "en"];
+            let score = p.value(Metric::DeepCollapseScoreBits, &l).unwrap();
+            assert!((score - 0.643_220).abs() < 1e-5, "score {score}");
+            (
+                p.value(Metric::DeepCollapse, &l),
+                p.value(Metric::DeepCollapseBaselineBits, &l),
+            )
+        };
+        assert_eq!(flag_after_three_rounds(None), (Some(1.0), None));
+        // Excess 0.243 < θ = 0.3: not flagged; the baseline is published.
+        assert_eq!(flag_after_three_rounds(Some(0.4)), (Some(0.0), Some(0.4)));
+        // Excess 0.343 > θ: flagged.
+        assert_eq!(flag_after_three_rounds(Some(0.3)), (Some(1.0), Some(0.3)));
+        // A baseline that is not finite is refused, naming the setting.
+        let mut config = PublisherConfig::default();
+        config.collapse_baselines.insert("he".into(), f64::NAN);
+        let err = Publisher::new(collapsed_he(), config).err().unwrap();
+        assert_eq!(err.field, "collapse_baselines");
+    }
 
     #[test]
     fn a_failing_round_is_counted_and_kept_not_swallowed() {

@@ -153,6 +153,9 @@ pub(crate) struct BarChart {
     pub hlines: Vec<HLine>,
     /// A note under each category (e.g. "repaired"), empty for none.
     pub notes: Vec<String>,
+    /// A per-category level drawn across its group (label, values), e.g. each language's own
+    /// threshold; empty values for none.
+    pub marks: (String, Vec<Option<f64>>),
 }
 
 pub(crate) fn chart_err(figure: &'static str) -> impl Fn(String) -> ReportError {
@@ -283,12 +286,16 @@ fn draw_line_chart<DB: DrawingBackend>(
     let (mut x0, mut x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });
+    let (x_lo, x_hi) = (x0, x1);
     for b in &c.bands {
         x0 = x0.min(b.from);
         x1 = x1.max(b.to);
     }
     let (x0, x1) = if c.integer_x {
-        pad_range(x0, x1, 1.0)
+        // Half a layer beyond the first and last points (the bands already end there), so
+        // the end markers sit inside the plot.
+        let (a, b) = pad_range(x0, x1, 1.0);
+        (a.min(x_lo - 0.5), b.max(x_hi + 0.5))
     } else {
         let (a, b) = pad_range(x0, x1, 1e-6);
         let m = (b - a) * 0.04;
@@ -684,6 +691,7 @@ pub(crate) fn bar_chart(
                 .series
                 .iter()
                 .flat_map(|s| s.2.iter().flatten().copied())
+                .chain(c.marks.1.iter().flatten().copied())
                 .chain(c.hlines.iter().map(|l| l.y));
             let (y0, y1) = ys.fold((0.0f64, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
             let (y0, y1) = pad_range(y0, y1, 0.5);
@@ -783,15 +791,30 @@ pub(crate) fn bar_chart(
                         ShapeStyle::from(&RGBColor(90, 90, 90)).stroke_width(2),
                     ))
                     .map_err(e2)?;
+                // At the right end, clear of the first group's bars.
                 chart
                     .draw_series(std::iter::once(Text::new(
                         l.label.clone(),
-                        (0.0, l.y),
-                        anchored(14, BLACK, Pos::new(HPos::Left, VPos::Bottom)),
+                        (n as f64, l.y),
+                        anchored(14, BLACK, Pos::new(HPos::Right, VPos::Bottom)),
                     )))
                     .map_err(e2)?;
             }
-            let entries: Vec<(String, Look)> = c
+            let mark_look = Look {
+                color: RGBColor(0, 0, 0),
+                dash: Dash::Solid,
+                width: 3,
+            };
+            chart
+                .draw_series(c.marks.1.iter().enumerate().filter_map(|(i, m)| {
+                    let m = (*m)?;
+                    Some(PathElement::new(
+                        vec![(i as f64 + 0.05, m), (i as f64 + 0.95, m)],
+                        ShapeStyle::from(&mark_look.color).stroke_width(mark_look.width),
+                    ))
+                }))
+                .map_err(e2)?;
+            let mut entries: Vec<(String, Look)> = c
                 .series
                 .iter()
                 .map(|(label, color, _)| {
@@ -805,6 +828,9 @@ pub(crate) fn bar_chart(
                     )
                 })
                 .collect();
+            if c.marks.1.iter().any(Option::is_some) {
+                entries.push((c.marks.0.clone(), mark_look));
+            }
             draw_legend(&legend_area, &entries, 48)?;
             Ok(())
         };

@@ -63,10 +63,12 @@ impl<'a> Ctx<'a> {
             .map(|d| f64::from(snapshot.model.moe_layers[d]))
             .collect();
         let language = language.map(str::to_string).or_else(|| {
-            // The worst collapse score, else the first other language, else the reference.
+            // The worst collapse score (scores against a stand-in reference do not count),
+            // else the first other language, else the reference.
             let worst = analysis
                 .collapse
                 .iter()
+                .filter(|_| reference_present)
                 .filter_map(|c| c.score_bits.map(|s| (c, s)))
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.lang.cmp(&a.0.lang)))
                 .map(|(c, _)| c.lang.clone());
@@ -287,10 +289,15 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
          <th class=\"l\" scope=\"col\">verdict</th><th scope=\"col\">score C (bits)</th>\
          <th scope=\"col\">drop (bits)</th><th scope=\"col\">reference drop (bits)</th>\
          <th scope=\"col\">min deep-layer tokens</th><th scope=\"col\">C spread across buckets (bits)</th>\
-         <th scope=\"col\">split-half control C (bits)</th><th class=\"l\" scope=\"col\">split-half verdict</th>\
-         </tr></thead><tbody>",
+         <th scope=\"col\">split-half control C (bits)</th><th class=\"l\" scope=\"col\">split-half verdict</th>",
         escape(&ctx.requested_reference)
     );
+    // Healthy baselines (when configured): the verdict judges C − baseline.
+    let has_baseline = ctx.reference_present && a.collapse.iter().any(|c| c.baseline_bits != 0.0);
+    if has_baseline {
+        out.push_str("<th scope=\"col\">healthy baseline (bits; judged: C − baseline)</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
     let collapse: HashMap<&str, _> = a.collapse.iter().map(|c| (c.lang.as_str(), c)).collect();
     let split: HashMap<&str, _> = a
         .split_half_collapse
@@ -327,7 +334,7 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
             out,
             "<tr data-lang=\"{le}\" data-verdict=\"{class}\" data-score=\"{}\" data-split-half-score=\"{}\">\
              <th class=\"l\" scope=\"row\">{le}</th><td data-tokens=\"{}\">{}</td><td class=\"l verdict-{class}\">{word}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td>",
             crate::html::data_num(c.and_then(|c| c.score_bits)),
             crate::html::data_num(sh_score),
             crate::html::data_num(Some(toks)),
@@ -341,6 +348,10 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
             sh_word,
             le = escape(l),
         );
+        if has_baseline {
+            let _ = write!(out, "<td>{}</td>", num(c.map(|c| c.baseline_bits), 3));
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</tbody></table></section>\n");
 }
@@ -426,9 +437,19 @@ pub(crate) fn all(ctx: &Ctx<'_>) -> Result<Vec<Figure>, ReportError> {
 
 fn collapse_scores(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
     const ID: &str = "fig-collapse-scores";
-    let caption = "Deep-layer collapse score C per language (bars) against the threshold θ \
-                   (dashed), with the split-half control (the language against itself: should \
-                   stay near 0). A bar above θ is a collapse.";
+    let has_baseline = ctx.analysis.collapse.iter().any(|c| c.baseline_bits != 0.0);
+    let caption = format!(
+        "Deep-layer collapse score C per language (bars) against the threshold θ (dashed), with \
+         the split-half control (the language against itself: should stay near 0). A bar above \
+         θ is a collapse.{}",
+        if has_baseline {
+            " A black line across a language's bars is its own threshold, θ plus its healthy \
+             baseline: with a baseline, a bar above that line is a collapse."
+        } else {
+            ""
+        }
+    );
+    let caption = caption.as_str();
     if let Some(n) = ctx.missing_reference_note() {
         return Ok(note(ID, caption, n));
     }
@@ -477,6 +498,19 @@ fn collapse_scores(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
             y: a.settings.theta_bits,
             label: format!("θ = {} bits", a.settings.theta_bits),
         }],
+        // With healthy baselines, a language is judged on C − baseline > θ: its own threshold
+        // θ + baseline is drawn across its bars.
+        marks: (
+            "θ + baseline".into(),
+            if has_baseline {
+                a.collapse
+                    .iter()
+                    .map(|c| Some(a.settings.theta_bits + c.baseline_bits))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        ),
         notes: a
             .collapse
             .iter()
@@ -886,13 +920,14 @@ fn pair_heatmaps(ctx: &Ctx<'_>) -> Result<Vec<Figure>, ReportError> {
 fn lsi_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
     const ID: &str = "fig-lsi-by-layer";
     let a = ctx.analysis;
+    let tau = a.settings.lsi_threshold;
     let caption = format!(
-        "Language-specific experts per MoE layer: experts whose Language Specificity Index \
-         against {} exceeds τ = {} (the language uses them markedly more than the reference). A \
-         collapsing language has few: its routing concentrates on experts the reference uses too, \
-         or on very few experts.",
-        ctx.reference(),
-        a.settings.lsi_threshold
+        "Experts shared with the reference per MoE layer: those whose Language Specificity \
+         Index against {r} lies within ±τ = {tau} (the two languages use them comparably). A \
+         collapsing language shares few in the deep band: its routing piles onto a handful of \
+         experts (language-specific, LSI > τ) and abandons the rest (reference-specific, LSI < \
+         −τ). The table gives all three classes per language and layer.",
+        r = ctx.reference(),
     );
     if let Some(n) = ctx.missing_reference_note() {
         return Ok(note(ID, &caption, n));
@@ -906,35 +941,45 @@ fn lsi_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
         ));
     }
     let n = ctx.x.len();
-    let mut by_lang: HashMap<&str, Vec<Option<f64>>> = HashMap::new();
+    // Per language: (shared, language-specific, reference-specific) per depth.
+    type Classes = [Vec<Option<f64>>; 3];
+    let mut by_lang: HashMap<&str, Classes> = HashMap::new();
     for r in &a.lsi_layers {
         let v = by_lang
             .entry(r.lang.as_str())
-            .or_insert_with(|| vec![None; n]);
-        if let Some(slot) = v.get_mut(r.depth) {
-            *slot = r.lang_specific.map(|c| c as f64);
+            .or_insert_with(|| [vec![None; n], vec![None; n], vec![None; n]]);
+        if r.depth < n {
+            v[0][r.depth] = r.shared.map(|c| c as f64);
+            v[1][r.depth] = r.lang_specific.map(|c| c as f64);
+            v[2][r.depth] = r.reference_specific.map(|c| c as f64);
         }
     }
-    let rows: Vec<(String, Vec<Option<f64>>)> = others
-        .iter()
-        .map(|l| {
-            (
-                (*l).clone(),
-                by_lang.remove(l.as_str()).unwrap_or_else(|| vec![None; n]),
-            )
-        })
-        .collect();
+    let mut shared = Vec::new();
+    let mut table_rows = Vec::new();
+    for l in &others {
+        let [sh, ls, rs] = by_lang
+            .remove(l.as_str())
+            .unwrap_or_else(|| [vec![None; n], vec![None; n], vec![None; n]]);
+        shared.push(((*l).clone(), sh.clone()));
+        table_rows.push(((*l).clone(), sh));
+        table_rows.push((format!("{l} language-specific"), ls));
+        table_rows.push((format!("{l} reference-specific"), rs));
+    }
+    let e = f64::from(ctx.snapshot.model.num_experts);
     let chart = LineChart {
         title: format!(
-            "Language-specific experts (LSI > {}) by layer",
-            a.settings.lsi_threshold
+            "Experts shared with {} (|LSI| ≤ {tau}) by layer",
+            ctx.reference()
         ),
         x_label: "MoE layer (model layer number)".into(),
-        y_label: "language-specific experts (count)".into(),
-        series: series_of(ctx, &rows),
+        y_label: "shared experts (count)".into(),
+        series: series_of(ctx, &shared),
         bands: ctx.bands(),
-        hlines: Vec::new(),
-        y_include: (0.0, 1.0),
+        hlines: vec![HLine {
+            y: e,
+            label: format!("E = {e}"),
+        }],
+        y_include: (0.0, e.max(1.0)),
         integer_x: true,
         y_decimals: 0,
     };
@@ -946,16 +991,16 @@ fn lsi_by_layer(ctx: &Ctx<'_>) -> Result<Figure, ReportError> {
             svg,
             table: ValueTable {
                 caption: format!(
-                    "Experts with LSI > {} per language and MoE layer",
-                    a.settings.lsi_threshold
+                    "LSI classes at τ = {tau} per language and MoE layer: shared (the row named \
+                     by the language alone), language-specific, reference-specific (counts of experts)"
                 ),
-                row_header: "language".into(),
+                row_header: "language, class".into(),
                 cols: ctx.layer_names(),
-                rows,
+                rows: table_rows,
                 decimals: 0,
             },
         },
-        attrs: vec![("tau", a.settings.lsi_threshold.to_string())],
+        attrs: vec![("tau", tau.to_string())],
     })
 }
 
@@ -1188,6 +1233,7 @@ fn diff_collapse(ctx: &Ctx<'_>, d: &AnalysisDiff) -> Result<Figure, ReportError>
             y: theta,
             label: format!("θ = {theta} bits"),
         }],
+        marks: (String::new(), Vec::new()),
         notes: d
             .collapse
             .iter()

@@ -42,6 +42,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use moescope_core::Snapshot;
@@ -112,6 +113,9 @@ pub struct ReportOptions {
     pub lsi_threshold: f64,
     /// Collapse verdict settings (θ, minimum deep-layer tokens).
     pub collapse: CollapseConfig,
+    /// Healthy collapse scores per language, in bits: the verdict judges C − baseline
+    /// ([`AnalysisConfig::collapse_baselines`]); none by default.
+    pub collapse_baselines: BTreeMap<String, f64>,
     /// Regression settings of the comparison with a base snapshot.
     pub diff: DiffConfig,
     /// Page title; `None`: "moescope report: MODEL".
@@ -133,6 +137,7 @@ impl ReportOptions {
             pair_metric: PairMetric::Jsd,
             lsi_threshold: AnalysisConfig::DEFAULT_LSI_THRESHOLD,
             collapse: CollapseConfig::DEFAULT,
+            collapse_baselines: BTreeMap::new(),
             diff: DiffConfig::DEFAULT,
             title: None,
         }
@@ -163,6 +168,13 @@ impl ReportOptions {
     #[must_use]
     pub fn with_collapse(mut self, collapse: CollapseConfig) -> Self {
         self.collapse = collapse;
+        self
+    }
+
+    /// Sets the healthy collapse score of `lang`, in bits (the verdict judges C − baseline).
+    #[must_use]
+    pub fn with_collapse_baseline(mut self, lang: impl Into<String>, bits: f64) -> Self {
+        self.collapse_baselines.insert(lang.into(), bits);
         self
     }
 
@@ -198,6 +210,7 @@ impl ReportOptions {
         AnalysisConfig {
             lsi_threshold: self.lsi_threshold,
             collapse: self.collapse,
+            collapse_baselines: self.collapse_baselines.clone(),
             ..AnalysisConfig::new(reference)
         }
     }
@@ -220,6 +233,8 @@ pub struct LivePageOptions {
     pub lsi_threshold: f64,
     /// Collapse verdict settings (θ, minimum deep-layer tokens).
     pub collapse: CollapseConfig,
+    /// Healthy collapse scores per language, in bits (as the publisher's), none by default.
+    pub collapse_baselines: BTreeMap<String, f64>,
     /// Seconds between the browser's reloads (`<meta http-equiv="refresh">`); 0: no reload.
     pub refresh_seconds: u32,
     /// Link to the Prometheus endpoint.
@@ -248,6 +263,7 @@ impl LivePageOptions {
             pair_metric: PairMetric::Jsd,
             lsi_threshold: AnalysisConfig::DEFAULT_LSI_THRESHOLD,
             collapse: CollapseConfig::DEFAULT,
+            collapse_baselines: BTreeMap::new(),
             refresh_seconds: Self::DEFAULT_REFRESH_SECONDS,
             metrics_path: "/metrics".into(),
             snapshot_path: "/v1/snapshot".into(),
@@ -276,10 +292,24 @@ impl LivePageOptions {
         self
     }
 
+    /// Sets [`lsi_threshold`](Self::lsi_threshold).
+    #[must_use]
+    pub fn with_lsi_threshold(mut self, tau: f64) -> Self {
+        self.lsi_threshold = tau;
+        self
+    }
+
     /// Sets the collapse settings.
     #[must_use]
     pub fn with_collapse(mut self, collapse: CollapseConfig) -> Self {
         self.collapse = collapse;
+        self
+    }
+
+    /// Sets the healthy collapse score of `lang`, in bits (the verdict judges C − baseline).
+    #[must_use]
+    pub fn with_collapse_baseline(mut self, lang: impl Into<String>, bits: f64) -> Self {
+        self.collapse_baselines.insert(lang.into(), bits);
         self
     }
 
@@ -480,6 +510,7 @@ pub fn render_live_page(
     let config = |r: &str| AnalysisConfig {
         lsi_threshold: opts.lsi_threshold,
         collapse: opts.collapse,
+        collapse_baselines: opts.collapse_baselines.clone(),
         ..AnalysisConfig::new(r)
     };
     let analysis = match &analysis_ref {

@@ -166,6 +166,42 @@ fn collapsed_language_reads_as_collapsed_in_every_figure() {
         assert!(he < en - 2.0, "layer {d}: he {he} en {en}");
         assert!((he - 3.0).abs() < 0.05, "{he}");
     }
+    // The drawn lines say the same: he's polyline (the second palette colour, thicker since
+    // collapsed) runs with en's (black, thick) until the deep layers, then far below it
+    // (SVG y grows downwards).
+    let body = figure_body(&html, "fig-entropy-by-layer");
+    let line = |stroke: &str| -> Vec<(f64, f64)> {
+        let key = format!("stroke=\"{stroke}\" stroke-width=\"3\" points=\"");
+        let i = body
+            .find(&key)
+            .unwrap_or_else(|| panic!("no line {stroke}"))
+            + key.len();
+        body[i..i + body[i..].find('"').unwrap()]
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    };
+    let (en, he) = (line("#000000"), line("#56B4E9"));
+    assert_eq!((en.len(), he.len()), (16, 16));
+    for d in 0..14 {
+        assert!(
+            (en[d].1 - he[d].1).abs() <= 3.0,
+            "layer {d}: {:?} {:?}",
+            en[d],
+            he[d]
+        );
+    }
+    for d in 14..16 {
+        assert!(
+            he[d].1 > en[d].1 + 60.0,
+            "layer {d}: {:?} {:?}",
+            en[d],
+            he[d]
+        );
+    }
     let tag = figure_tag(&html, "fig-entropy-by-layer");
     assert!(tag.contains("data-log2-e=\"6\""), "{tag}");
     assert!(tag.contains("data-deep-layers=\"14–15\""), "{tag}");
@@ -232,6 +268,29 @@ fn collapsed_language_reads_as_collapsed_in_every_figure() {
     assert_eq!(deep.iter().filter(|s| **s > 0.0).count(), 8);
     assert!(deep.iter().all(|s| *s == 0.0 || (s - 0.125).abs() < 0.02));
     assert!((deep.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+
+    // LSI by layer: the classes are the analysis's and partition the experts; he's shared
+    // experts plunge in the deep band, fr's do not.
+    let lsi = table(&html, "fig-lsi-by-layer");
+    for r in &a.lsi_layers {
+        let at = |row: String| lsi[&(row, r.layer.to_string())];
+        assert_eq!(at(r.lang.clone()), r.shared.map(|c| c as f64));
+        assert_eq!(
+            at(format!("{} language-specific", r.lang)),
+            r.lang_specific.map(|c| c as f64)
+        );
+        let total = at(r.lang.clone()).unwrap()
+            + at(format!("{} language-specific", r.lang)).unwrap()
+            + at(format!("{} reference-specific", r.lang)).unwrap();
+        assert_eq!(total, 64.0);
+    }
+    let shared = |l: &str, layer: u32| lsi[&(l.to_string(), layer.to_string())].unwrap();
+    assert!(
+        shared("he", 15) < 0.25 * shared("he", 8),
+        "{}",
+        shared("he", 15)
+    );
+    assert!(shared("fr", 15) > 0.6 * shared("fr", 8));
 
     // LSI sweep: counts fall (weakly) as τ grows.
     let sweep = table(&html, "fig-lsi-sweep");
@@ -591,4 +650,83 @@ fn sixty_languages_fit_the_legend_and_the_tables() {
     assert_eq!(h.len(), 60 * 4);
     let pairs = table(&html, "fig-pair-mean");
     assert_eq!(pairs.len(), 60 * 60);
+}
+
+#[test]
+fn a_healthy_baseline_moves_the_verdict() {
+    // he collapses by C ≈ 2.5 bits; a healthy baseline of 2.4 bits makes that normal for he.
+    let snap = sim_snapshot(true, 7);
+    let c = analyze(&snap, &AnalysisConfig::new("en"))
+        .unwrap()
+        .collapse_for("he")
+        .unwrap()
+        .score_bits
+        .unwrap();
+    let opts = ReportOptions::new("en").with_collapse_baseline("he", c - 0.1);
+    let html = render_report(&snap, None, &opts).unwrap();
+    assert!(html.contains("<tr data-lang=\"he\" data-verdict=\"ok\""));
+    assert!(html.contains("healthy baseline"));
+    // The bar chart draws he's own threshold θ + baseline and says so in its legend.
+    assert!(figure_body(&html, "fig-collapse-scores").contains("θ + baseline"));
+    let live = render_live_page(
+        &snap,
+        &LivePageOptions::new("en").with_collapse_baseline("he", c - 0.1),
+    )
+    .unwrap();
+    assert!(live.contains("class=\"flag ok\" data-lang=\"he\""));
+    // Without it, collapsed; no baseline column.
+    let html = render_report(&snap, None, &ReportOptions::new("en")).unwrap();
+    assert!(html.contains("<tr data-lang=\"he\" data-verdict=\"collapsed\""));
+    assert!(!html.contains("healthy baseline"));
+}
+
+/// A Qwen3-30B-A3B-shaped window (48 MoE layers, E = 128, top-8) with 16 languages, counts
+/// made up deterministically (no simulation: fast in a debug build). The report stays under
+/// 5 MB, with or without a base, and draws every figure.
+#[test]
+fn qwen_shaped_sixteen_languages_stay_under_five_megabytes() {
+    let spec = ModelSpec::preset("qwen3-30b-a3b").unwrap();
+    let tags = [
+        "en", "ar", "de", "es", "fa", "fr", "he", "hi", "id", "it", "ja", "ko", "nl", "pl", "pt",
+        "ru",
+    ];
+    let make = |collapse: bool| {
+        let mut snap = Snapshot::new(spec.clone());
+        for (i, tag) in tags.iter().enumerate() {
+            let mut lc = moescope_core::LanguageCounts::zeroed(&spec);
+            lc.tokens = 10_000.0;
+            for (d, layer) in lc.layers.iter_mut().enumerate() {
+                layer.tokens = 10_000.0;
+                let funnel = collapse && *tag == "ru" && d >= 42;
+                for (e, n) in layer.expert_tokens.iter_mut().enumerate() {
+                    *n = if funnel {
+                        if e < 16 {
+                            5_000.0
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        // A skewed but full spread, different per language and layer.
+                        1.0 + ((e * 7 + d * 3 + i * 11) % 29) as f64 * 40.0
+                    };
+                }
+            }
+            snap.languages.insert(tag.to_string(), lc);
+        }
+        snap
+    };
+    let (collapsed, healthy) = (make(true), make(false));
+    let html = render_report(&collapsed, None, &ReportOptions::new("en")).unwrap();
+    assert!(html.len() < 5_000_000, "{} bytes", html.len());
+    assert!(html.contains("<tr data-lang=\"ru\" data-verdict=\"collapsed\""));
+    assert!(figure_tag(&html, "fig-expert-usage-language").contains("data-lang=\"ru\""));
+    let body = figure_body(&html, "fig-expert-usage-language");
+    assert!(body.matches("<rect ").count() >= 128 * 48);
+    let html = render_report(&collapsed, Some(&healthy), &ReportOptions::new("en")).unwrap();
+    assert!(html.len() < 5_000_000, "{} bytes", html.len());
+    assert!(html.contains("<tr data-lang=\"ru\" data-status=\"introduced\""));
+    assert_eq!(
+        html.matches("data-status=\"chart\"").count(),
+        FIGURE_IDS.len() + DIFF_FIGURE_IDS.len()
+    );
 }

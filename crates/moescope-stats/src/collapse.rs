@@ -219,28 +219,46 @@ pub struct CollapseEvidence {
     /// Sample standard deviation of the score across the window's buckets; `None` with fewer than
     /// two buckets where the score is defined (the condition is then not applied).
     pub bucket_score_std_bits: Option<f64>,
+    /// The language's healthy score, in bits (0 unless configured): the verdicts judge the
+    /// excess C − baseline, not C. Unlike scripts differ at depth with no collapse at all (a
+    /// few tenths of a bit either way), so a language whose healthy C sits near θ needs its
+    /// baseline to keep the flag for real change ([`with_baseline`](Self::with_baseline)).
+    pub baseline_bits: f64,
 }
 
 impl CollapseEvidence {
+    /// The same evidence judged against `baseline_bits` (a language's healthy score).
+    #[must_use]
+    pub fn with_baseline(mut self, baseline_bits: f64) -> Self {
+        self.baseline_bits = baseline_bits;
+        self
+    }
+
+    /// C − baseline, in bits; `None` when the score is undefined.
+    pub fn excess_bits(&self) -> Option<f64> {
+        self.score.map(|s| s.score_bits - self.baseline_bits)
+    }
+
     /// Whether every deep layer has at least `config.min_deep_tokens` tokens of both languages.
     pub fn enough_tokens(&self, config: &CollapseConfig) -> bool {
         self.min_deep_tokens
             .is_some_and(|t| t >= config.min_deep_tokens)
     }
 
-    /// Whether the score exceeds the bucket standard deviation (`None` when there is no bucket
-    /// spread to compare with).
+    /// Whether the excess over the baseline exceeds the bucket standard deviation (`None` when
+    /// there is no bucket spread to compare with).
     pub fn above_bucket_std(&self) -> Option<bool> {
-        let s = self.score?.score_bits;
-        self.bucket_score_std_bits.map(|sd| s > sd)
+        let x = self.excess_bits()?;
+        self.bucket_score_std_bits.map(|sd| x > sd)
     }
 
-    /// The single-evaluation verdict: C > θ, enough tokens in every deep layer, and C above the
-    /// bucket standard deviation when there is one. `false` when the score is undefined.
+    /// The single-evaluation verdict: C − baseline > θ, enough tokens in every deep layer, and
+    /// the excess above the bucket standard deviation when there is one. `false` when the score
+    /// is undefined.
     pub fn is_collapsed(&self, config: &CollapseConfig) -> bool {
-        match self.score {
-            Some(s) => {
-                s.score_bits > config.theta_bits
+        match self.excess_bits() {
+            Some(x) => {
+                x > config.theta_bits
                     && self.enough_tokens(config)
                     && self.above_bucket_std().unwrap_or(true)
             }
@@ -249,12 +267,10 @@ impl CollapseEvidence {
     }
 
     /// Whether this evaluation counts toward clearing a raised flag: enough tokens and
-    /// C < θ·clear_ratio.
+    /// C − baseline < θ·clear_ratio.
     pub fn is_clear(&self, config: &CollapseConfig) -> bool {
-        match self.score {
-            Some(s) => {
-                self.enough_tokens(config) && s.score_bits < config.theta_bits * config.clear_ratio
-            }
+        match self.excess_bits() {
+            Some(x) => self.enough_tokens(config) && x < config.theta_bits * config.clear_ratio,
             None => false,
         }
     }
@@ -418,6 +434,7 @@ mod tests {
             }),
             min_deep_tokens: Some(tokens),
             bucket_score_std_bits: None,
+            baseline_bits: 0.0,
         }
     }
 
@@ -433,6 +450,27 @@ mod tests {
         e.bucket_score_std_bits = Some(0.1);
         assert!(e.is_collapsed(&c));
         e.score = None;
+        assert!(!e.is_collapsed(&c));
+    }
+
+    #[test]
+    fn a_baseline_moves_every_verdict_by_its_size() {
+        let c = CollapseConfig::default(); // θ 0.3, clearing below 0.15
+                                           // A healthy score of 0.25: at 0.5 the excess is 0.25, not a collapse; at 0.6 it is.
+        let e = evidence(0.5, 1000.0).with_baseline(0.25);
+        assert_eq!(e.excess_bits(), Some(0.25));
+        assert!(!e.is_collapsed(&c));
+        assert!(evidence(0.56, 1000.0).with_baseline(0.25).is_collapsed(&c));
+        // Clearing: excess below 0.15, i.e. a score below 0.40.
+        assert!(evidence(0.39, 1000.0).with_baseline(0.25).is_clear(&c));
+        assert!(!evidence(0.41, 1000.0).with_baseline(0.25).is_clear(&c));
+        // A negative baseline (a language whose deep layers are healthier than the
+        // reference's): 0.1 is an excess of 0.4.
+        assert!(evidence(0.1, 1000.0).with_baseline(-0.3).is_collapsed(&c));
+        // The bucket spread is compared with the excess.
+        let mut e = evidence(0.8, 1000.0).with_baseline(0.25);
+        e.bucket_score_std_bits = Some(0.6);
+        assert_eq!(e.above_bucket_std(), Some(false)); // 0.55 < 0.6
         assert!(!e.is_collapsed(&c));
     }
 

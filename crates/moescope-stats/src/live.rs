@@ -116,6 +116,9 @@ pub struct LiveConfig {
     pub top_k: Option<usize>,
     /// Collapse verdict settings.
     pub collapse: CollapseConfig,
+    /// Healthy collapse scores per language, in bits (default none), as
+    /// [`AnalysisConfig::collapse_baselines`].
+    pub collapse_baselines: BTreeMap<String, f64>,
     /// The full per-layer metrics for these languages and layers.
     pub layer_detail: LayerDetail,
     /// How many of the busiest languages get the JSD between every pair (0: none).
@@ -137,6 +140,7 @@ impl LiveConfig {
             active_alpha: AnalysisConfig::DEFAULT_ACTIVE_ALPHA,
             top_k: None,
             collapse: CollapseConfig::DEFAULT,
+            collapse_baselines: BTreeMap::new(),
             layer_detail: LayerDetail::default(),
             pair_languages: Self::DEFAULT_PAIR_LANGUAGES,
             pair_layers: LayerSelection::Deep,
@@ -150,6 +154,7 @@ impl LiveConfig {
         a.active_alpha = self.active_alpha;
         a.top_k = self.top_k;
         a.collapse = self.collapse;
+        a.collapse_baselines = self.collapse_baselines.clone();
         a
     }
 
@@ -324,7 +329,8 @@ pub fn live_analysis(
                 avg.as_deref(),
             ));
             let scores = bucket_scores.get(name).map_or(&[][..], Vec::as_slice);
-            let ev = collapse_evidence_with_bucket_scores(snapshot, name, Some(r), scores);
+            let ev = collapse_evidence_with_bucket_scores(snapshot, name, Some(r), scores)
+                .with_baseline(config.collapse_baselines.get(name).copied().unwrap_or(0.0));
             out.collapse
                 .push(CollapseRow::new(name, r, &ev, &config.collapse));
         }

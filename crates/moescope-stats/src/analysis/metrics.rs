@@ -318,6 +318,7 @@ pub fn collapse_evidence_with_bucket_scores(
         score: collapse_score_of(&snapshot.languages, lang, reference),
         min_deep_tokens: tokens,
         bucket_score_std_bits: sample_std(bucket_scores),
+        baseline_bits: 0.0,
     }
 }
 
@@ -354,11 +355,13 @@ pub fn split_half_collapse_evidence(lc: &LanguageCounts) -> CollapseEvidence {
             score: collapse_score(&entropies(&a.layers), Some(&entropies(&b.layers))),
             min_deep_tokens: min_deep_tokens(&[&a.layers, &b.layers]),
             bucket_score_std_bits: None,
+            baseline_bits: 0.0,
         },
         None => CollapseEvidence {
             score: None,
             min_deep_tokens: None,
             bucket_score_std_bits: None,
+            baseline_bits: 0.0,
         },
     }
 }

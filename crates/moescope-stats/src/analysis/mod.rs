@@ -7,6 +7,7 @@
 //! snapshot first with [`Snapshot::validate`] and the per-layer helpers return `None` for counts
 //! that do not fit the model.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::collapse::{deep_layers, middle_layers, CollapseConfig};
@@ -110,6 +111,9 @@ pub struct AnalysisConfig {
     pub all_pairs: bool,
     /// Collapse verdict settings.
     pub collapse: CollapseConfig,
+    /// Healthy collapse scores per language, in bits (default none: 0): the verdict judges
+    /// C − baseline ([`CollapseEvidence::with_baseline`](crate::CollapseEvidence::with_baseline)).
+    pub collapse_baselines: BTreeMap<String, f64>,
 }
 
 impl AnalysisConfig {
@@ -130,7 +134,13 @@ impl AnalysisConfig {
             top_k: None,
             all_pairs: false,
             collapse: CollapseConfig::DEFAULT,
+            collapse_baselines: BTreeMap::new(),
         }
+    }
+
+    /// The configured healthy collapse score of `lang` (0 when none).
+    pub fn baseline_of(&self, lang: &str) -> f64 {
+        self.collapse_baselines.get(lang).copied().unwrap_or(0.0)
     }
 
     /// Checks every setting.
@@ -138,7 +148,7 @@ impl AnalysisConfig {
     /// # Errors
     /// [`AnalysisError::InvalidConfig`] naming the first setting out of range: `lsi_threshold`
     /// and each `lsi_sweep` entry in [0, 1), `active_alpha` ≥ 0, `top_k` ≥ 1, and the collapse
-    /// settings ([`CollapseConfig::validate`]).
+    /// settings ([`CollapseConfig::validate`]), `collapse_baselines` finite.
     pub fn validate(&self) -> Result<(), AnalysisError> {
         let cfg = |field, problem: String| Err(AnalysisError::InvalidConfig { field, problem });
         let t = self.lsi_threshold;
@@ -157,6 +167,12 @@ impl AnalysisConfig {
         }
         if self.top_k == Some(0) {
             return cfg("top_k", "must be at least 1".into());
+        }
+        if let Some((lang, b)) = self.collapse_baselines.iter().find(|(_, b)| !b.is_finite()) {
+            return cfg(
+                "collapse_baselines",
+                format!("{lang}: {b} is not a finite number of bits"),
+            );
         }
         self.collapse
             .validate()
@@ -265,7 +281,8 @@ pub fn analyze(snapshot: &Snapshot, config: &AnalysisConfig) -> Result<Analysis,
     let collapse = others
         .iter()
         .map(|name| {
-            let ev = collapse_evidence(snapshot, name, Some(reference));
+            let ev = collapse_evidence(snapshot, name, Some(reference))
+                .with_baseline(config.baseline_of(name));
             CollapseRow::new(name, reference, &ev, &config.collapse)
         })
         .collect();

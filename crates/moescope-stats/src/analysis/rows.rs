@@ -165,6 +165,9 @@ pub struct CollapseRow {
     pub reference_drop_bits: Option<f64>,
     /// C = drop_ℓ − drop_r in bits.
     pub score_bits: Option<f64>,
+    /// The language's configured healthy score, in bits (0 when none); the verdict judges
+    /// C − baseline.
+    pub baseline_bits: f64,
     /// The single-evaluation verdict ([`CollapseEvidence::is_collapsed`]).
     pub collapsed: bool,
     /// θ used.
@@ -192,6 +195,7 @@ impl CollapseRow {
             drop_bits: ev.score.map(|s| s.drop_bits),
             reference_drop_bits: ev.score.and_then(|s| s.reference_drop_bits),
             score_bits: ev.score.map(|s| s.score_bits),
+            baseline_bits: ev.baseline_bits,
             collapsed: ev.is_collapsed(cfg),
             theta_bits: cfg.theta_bits,
             min_deep_tokens: ev.min_deep_tokens,
