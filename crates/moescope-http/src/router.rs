@@ -248,6 +248,12 @@ impl Router {
         self.route(method, path, Mode::Slow, handler)
     }
 
+    /// Whether the table has a route for exactly `method` and `path` (for code that adds a
+    /// default route only when its caller did not give one).
+    pub fn contains(&self, method: &Method, path: &str) -> bool {
+        matches!(self.lookup(method, path), Lookup::Found(_))
+    }
+
     /// Checks paths and duplicates.
     ///
     /// # Errors
@@ -327,6 +333,10 @@ mod tests {
             Lookup::WrongMethod
         ));
         assert!(matches!(r.lookup(&Method::GET, "/nope"), Lookup::NotFound));
+        assert!(r.contains(&Method::GET, "/metrics"));
+        assert!(!r.contains(&Method::POST, "/metrics"));
+        assert!(!r.contains(&Method::GET, "/v1/route"));
+        assert!(!r.contains(&Method::GET, "/"));
         let dup = r.clone().fast(Method::GET, "/metrics", ok);
         assert!(matches!(
             dup.validate(),

@@ -6,15 +6,18 @@
 //! `moescope-http` (HTTP/1.1 on its own thread and small runtime, every input bounded by
 //! [`Limits`]: slow, idle or oversized clients cannot delay a scrape); it binds `127.0.0.1`
 //! unless told otherwise. A server with its own HTTP stack uses [`PrometheusRender`] alone.
+//!
+//! The endpoint can serve routes of its caller's next to `/metrics`
+//! ([`PrometheusEndpoint::start_with_routes`]): a health check, a status page, a snapshot
+//! download. Each is a `moescope-http` route, fast (on the server thread) or slow (on the
+//! bounded blocking pool), so a slow page never delays a scrape.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-pub use moescope_http::Limits;
-use moescope_http::{
-    HttpError, HttpServer, Method, Response, Router, ServerStats, StatsHandle, StatusCode,
-};
+use moescope_http::{HttpError, HttpServer, ServerStats, StatsHandle};
+pub use moescope_http::{Limits, Method, Request, Response, Router, StatusCode};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
@@ -153,22 +156,61 @@ impl PrometheusEndpoint {
         idle_timeout: Duration,
         limits: Limits,
     ) -> Result<PrometheusEndpoint, EndpointError> {
+        Self::start_with_routes(addr, idle_timeout, limits, Router::new())
+    }
+
+    /// [`start_with_limits`](Self::start_with_limits), also serving the caller's `routes`
+    /// (fast or slow `moescope-http` routes; slow ones share the pool of
+    /// [`Limits::max_slow_in_flight`] threads). `GET /metrics` is the endpoint's own; a
+    /// `GET /` in `routes` replaces the endpoint's one-line text at `/`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use moescope_prometheus::{Limits, Method, PrometheusEndpoint, Response, Router, StatusCode};
+    ///
+    /// let routes = Router::new().fast(Method::GET, "/healthz", |_| {
+    ///     Response::text(StatusCode::OK, "ok\n")
+    /// });
+    /// let endpoint = PrometheusEndpoint::start_with_routes(
+    ///     "127.0.0.1:0",
+    ///     Duration::from_secs(15),
+    ///     Limits::default(),
+    ///     routes,
+    /// )?;
+    /// println!("/metrics and /healthz at http://{}", endpoint.local_addr());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`start_with_limits`](Self::start_with_limits); [`EndpointError::Http`] naming the
+    /// route when `routes` has a `GET /metrics`, the same method and path twice, or a path
+    /// that does not start with `/`.
+    pub fn start_with_routes(
+        addr: &str,
+        idle_timeout: Duration,
+        limits: Limits,
+        routes: Router,
+    ) -> Result<PrometheusEndpoint, EndpointError> {
         let render = PrometheusRender::new(idle_timeout).map_err(EndpointError::Config)?;
         // `/metrics` ends with the server's own counters (`moescope_http_*`), once it runs.
         let server_stats: Arc<OnceLock<StatsHandle>> = Arc::new(OnceLock::new());
         let router = {
             let (render, server_stats) = (render.clone(), server_stats.clone());
-            Router::new()
-                .fast(Method::GET, "/metrics", move |_| {
-                    let mut body = render.render();
-                    if let Some(stats) = server_stats.get() {
-                        body.push_str(&stats.read().to_prometheus_text());
-                    }
-                    Response::new(StatusCode::OK, PrometheusRender::CONTENT_TYPE, body)
-                })
-                .fast(Method::GET, "/", |_| {
+            let has_index = routes.contains(&Method::GET, "/");
+            let router = routes.fast(Method::GET, "/metrics", move |_| {
+                let mut body = render.render();
+                if let Some(stats) = server_stats.get() {
+                    body.push_str(&stats.read().to_prometheus_text());
+                }
+                Response::new(StatusCode::OK, PrometheusRender::CONTENT_TYPE, body)
+            });
+            if has_index {
+                router
+            } else {
+                router.fast(Method::GET, "/", |_| {
                     Response::text(StatusCode::OK, "moescope: routing health at /metrics\n")
                 })
+            }
         };
         let server = HttpServer::start(addr, limits, router).map_err(|e| match e {
             HttpError::Resolve { addr, source } => EndpointError::Resolve { addr, source },

@@ -3,7 +3,8 @@
 //! [`MetricsSink`] publishes each [`Publication`](moescope_publish::Publication) through the
 //! `metrics` facade; [`PrometheusRender`] renders it without a socket (for a server with its
 //! own HTTP stack); [`PrometheusEndpoint`] serves that at `/metrics`; [`serve_prometheus`]
-//! starts the endpoint and the publisher thread in one call.
+//! starts the endpoint and the publisher thread in one call, and
+//! [`serve_prometheus_with_routes`] also serves routes of the caller's (a status page, say).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -31,7 +32,10 @@ pub mod sink;
 
 use std::sync::Arc;
 
-pub use endpoint::{EndpointError, Limits, PrometheusEndpoint, PrometheusRender, DEFAULT_LISTEN};
+pub use endpoint::{
+    EndpointError, Limits, Method, PrometheusEndpoint, PrometheusRender, Request, Response, Router,
+    StatusCode, DEFAULT_LISTEN,
+};
 pub use sink::MetricsSink;
 
 use moescope_publish::{spawn, Publisher, PublisherConfig, PublisherThread};
@@ -56,9 +60,48 @@ pub fn serve_prometheus(
     addr: &str,
     config: PublisherConfig,
 ) -> Result<PrometheusExport, EndpointError> {
+    serve_prometheus_with_routes(recorder, addr, config, Router::new())
+}
+
+/// [`serve_prometheus`], the endpoint also serving `routes` (see
+/// [`PrometheusEndpoint::start_with_routes`]: `GET /metrics` stays the endpoint's own, a
+/// `GET /` in `routes` replaces its one-line text). Same limits as [`serve_prometheus`]: no
+/// keep-alive, at most [`Limits::max_slow_in_flight`] slow handlers at once.
+///
+/// ```
+/// use std::sync::Arc;
+/// use moescope_core::{ModelSpec, Recorder};
+/// use moescope_prometheus::{serve_prometheus_with_routes, Method, Response, Router, StatusCode};
+/// use moescope_publish::PublisherConfig;
+///
+/// let recorder = Arc::new(Recorder::new(ModelSpec::new("tiny", 4, 1, vec![0, 1])?)?);
+/// let window = recorder.clone();
+/// // The live window as a snapshot file, on the slow pool: scrapes never wait for it.
+/// let routes = Router::new().slow(Method::GET, "/v1/snapshot", move |_| {
+///     Response::new(StatusCode::OK, "application/json", window.snapshot().to_json_string())
+/// });
+/// let export =
+///     serve_prometheus_with_routes(recorder, "127.0.0.1:0", PublisherConfig::default(), routes)?;
+/// println!("http://{}/v1/snapshot", export.endpoint.local_addr());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`serve_prometheus`]; [`EndpointError::Http`] naming the route for a `GET /metrics` in
+/// `routes`, a duplicate, or a path without a leading `/`.
+pub fn serve_prometheus_with_routes(
+    recorder: Arc<moescope_core::Recorder>,
+    addr: &str,
+    config: PublisherConfig,
+    routes: Router,
+) -> Result<PrometheusExport, EndpointError> {
     let idle = config.interval * 3;
     let publisher = Publisher::new(recorder, config).map_err(EndpointError::Config)?;
-    let endpoint = PrometheusEndpoint::start(addr, idle)?;
+    let limits = Limits {
+        keep_alive: false,
+        ..Limits::default()
+    };
+    let endpoint = PrometheusEndpoint::start_with_routes(addr, idle, limits, routes)?;
     let thread =
         spawn(publisher, vec![Box::new(endpoint.sink())]).map_err(EndpointError::Thread)?;
     Ok(PrometheusExport {

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moescope_core::{Languages, ManualClock, ModelSpec, Recorder, RouterBatch, WindowConfig};
-use moescope_prometheus::{serve_prometheus, PrometheusEndpoint};
+use moescope_prometheus::{
+    serve_prometheus, serve_prometheus_with_routes, EndpointError, Limits, Method,
+    PrometheusEndpoint, Response, Router, StatusCode,
+};
 use moescope_publish::{
     Kind, LanguageSelection, LayerDetail, LayerSelection, Metric, Publication, Publisher,
     PublisherConfig, Sink, CATALOGUE,
@@ -218,6 +221,73 @@ fn scrape_shows_every_published_value_with_help_and_type() {
 
     let (head, _) = get(endpoint.local_addr(), "/nope");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[test]
+fn extra_routes_are_served_next_to_metrics_and_replace_the_index() {
+    let rec = Arc::new(Recorder::new(spec()).unwrap());
+    record_traffic(&rec, 8);
+    let window = rec.clone();
+    let routes = Router::new()
+        .slow(Method::GET, "/v1/snapshot", move |_| {
+            Response::new(
+                StatusCode::OK,
+                "application/json",
+                window.snapshot().to_json_string(),
+            )
+        })
+        .fast(Method::GET, "/", |_| {
+            Response::text(StatusCode::OK, "my page\n")
+        });
+    let config = PublisherConfig {
+        interval: Duration::from_millis(50),
+        ..PublisherConfig::default()
+    };
+    let export = serve_prometheus_with_routes(rec.clone(), "127.0.0.1:0", config, routes).unwrap();
+    let addr = export.endpoint.local_addr();
+
+    let (head, body) = get(addr, "/v1/snapshot");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let snap = moescope_core::Snapshot::from_json_str(&body).unwrap();
+    assert_eq!(snap.languages.len(), 2);
+    let (head, body) = get(addr, "/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "my page\n");
+    // No keep-alive, as for serve_prometheus: one request per connection.
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let (head, _) = get(addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = get(addr, "/nope");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // Without a `/` of the caller's, the endpoint's own line stays.
+    let healthz = Router::new().fast(Method::GET, "/healthz", |_| {
+        Response::text(StatusCode::OK, "ok\n")
+    });
+    let endpoint = PrometheusEndpoint::start_with_routes(
+        "127.0.0.1:0",
+        Duration::from_secs(1),
+        Limits::default(),
+        healthz,
+    )
+    .unwrap();
+    let (_, body) = get(endpoint.local_addr(), "/");
+    assert_eq!(body, "moescope: routing health at /metrics\n");
+    let (_, body) = get(endpoint.local_addr(), "/healthz");
+    assert_eq!(body, "ok\n");
+
+    // `/metrics` is the endpoint's own: a second one is refused, naming it.
+    let clash = Router::new().fast(Method::GET, "/metrics", |_| {
+        Response::text(StatusCode::OK, "")
+    });
+    let err = serve_prometheus_with_routes(rec, "127.0.0.1:0", PublisherConfig::default(), clash)
+        .err()
+        .expect("a second /metrics is refused");
+    assert!(matches!(err, EndpointError::Http(_)), "{err:?}");
+    assert_eq!(err.to_string(), "duplicate route GET /metrics");
 }
 
 #[test]

@@ -29,6 +29,7 @@ use moescope_prometheus::DEFAULT_LISTEN;
 use moescope_publish::{LanguageSelection, LayerDetail, PublisherConfig};
 
 pub mod mix;
+pub mod page;
 pub mod real;
 pub mod sentences;
 pub mod sim;

@@ -15,7 +15,8 @@
 //!   `Content-Language` header) the language is detected with `whatlang`, among the `--detect`
 //!   languages. `GET /metrics` serves the Prometheus exposition of the publisher's rounds; it
 //!   runs on the server thread, independent of inference, which runs on at most
-//!   [`MAX_INFERENCE_IN_FLIGHT`] blocking threads (`503` beyond).
+//!   [`MAX_INFERENCE_IN_FLIGHT`] blocking threads (`503` beyond). `GET /` (the live page) and
+//!   `GET /v1/snapshot` (the window as a snapshot file) share that pool ([`super::page`]).
 //! - **Batching:** one inference thread packs the requests waiting in its queue into one flat
 //!   token stream (up to `--max-batch-tokens`), runs the model once, records every MoE layer
 //!   with each request's language, and answers each request.
@@ -35,6 +36,7 @@ use moescope_http::{
 };
 use moescope_prometheus::PrometheusRender;
 use moescope_publish::Publisher;
+use moescope_report::LivePageOptions;
 use moescope_tract::{
     byte_tokens, FailureLog, InputLayout, LoadOptions, MoeModel, RouterSelector, TokenBatch,
 };
@@ -98,6 +100,7 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
         handle,
         requests.clone(),
         server_stats.clone(),
+        super::page::page_options(&common.publisher_config()),
     );
     let server = HttpServer::start_with_observer(
         common.listen.as_str(),
@@ -131,6 +134,7 @@ pub fn run(common: &CommonArgs, args: &RealArgs) -> Result<(), String> {
         spec.num_experts,
         spec.top_k
     );
+    say!("live page at http://{addr}/, the window as a snapshot file at http://{addr}/v1/snapshot");
     say!(
         "send text: curl -d 'שלום עולם' 'http://{addr}/v1/route?lang=he' (no lang: detected); {}",
         if args.no_load {
@@ -419,7 +423,8 @@ fn text_response(status: StatusCode, body: &str) -> Response {
     Response::text(status, format!("{body}\n"))
 }
 
-/// `GET /metrics` and `GET /` on the server thread, `POST /v1/route` on the inference pool.
+/// `GET /metrics` on the server thread; `POST /v1/route`, and the live page `GET /` and
+/// `GET /v1/snapshot` ([`super::page`], drawn with `page`), on the blocking pool.
 /// `/metrics` ends with the server's own counters (`moescope_http_*`) once `server_stats` is
 /// set.
 fn router(
@@ -429,37 +434,21 @@ fn router(
     metrics: PrometheusRender,
     requests: Arc<AtomicU64>,
     server_stats: Arc<OnceLock<StatsHandle>>,
+    page: LivePageOptions,
 ) -> Router {
-    Router::new()
-        .fast(Method::GET, "/metrics", move |_| {
-            let mut body = metrics.render();
-            if let Some(stats) = server_stats.get() {
-                body.push_str(&stats.read().to_prometheus_text());
-            }
-            Response::new(StatusCode::OK, PrometheusRender::CONTENT_TYPE, body)
-        })
-        .fast(Method::GET, "/", |_| {
-            text_response(
-                StatusCode::OK,
-                "moescope demo: POST text to /v1/route?lang=TAG; routing health at /metrics; \
-                 the window as a moescope.snapshot/v1 file at /v1/snapshot",
-            )
-        })
-        .slow(Method::GET, "/v1/snapshot", {
-            // The window as a snapshot file (`moescope analyze`, `diff` read it); on the slow
-            // pool, since a large model's snapshot takes a while to write out.
-            let recorder = recorder.clone();
-            move |_| {
-                Response::new(
-                    StatusCode::OK,
-                    "application/json",
-                    recorder.snapshot().to_json_string(),
-                )
-            }
-        })
-        .slow(Method::POST, "/v1/route", move |request| {
-            route(request, &detector, &recorder, &jobs, &requests)
-        })
+    let router = Router::new().fast(Method::GET, "/metrics", move |_| {
+        let mut body = metrics.render();
+        if let Some(stats) = server_stats.get() {
+            body.push_str(&stats.read().to_prometheus_text());
+        }
+        Response::new(StatusCode::OK, PrometheusRender::CONTENT_TYPE, body)
+    });
+    // The live page and the window as a snapshot file, on the slow pool.
+    super::page::routes(router, recorder.clone(), page).slow(
+        Method::POST,
+        "/v1/route",
+        move |request| route(request, &detector, &recorder, &jobs, &requests),
+    )
 }
 
 /// `POST /v1/route`: tag or detect the language, queue the text for inference, wait for it.

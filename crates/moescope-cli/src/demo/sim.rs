@@ -2,7 +2,8 @@
 //!
 //! A routing simulator (crate `moescope-sim`) generates router batches for the `--mix`
 //! languages on a preset's shapes; the recorder records them; a publisher serves the
-//! statistics at `/metrics`; the terminal shows the shared view. One language collapses in its
+//! statistics at `/metrics`, with the live page at `/` and the window as a snapshot file at
+//! `/v1/snapshot` ([`super::page`]); the terminal shows the shared view. One language collapses in its
 //! deep layers at `--collapse-at` and recovers at `--recover-at`, so the flag can be watched
 //! going up and down (and alerts rehearsed).
 
@@ -10,7 +11,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use moescope_core::ModelSpec;
-use moescope_prometheus::serve_prometheus;
+use moescope_prometheus::{serve_prometheus_with_routes, Router};
 use moescope_sim::{Collapse, LanguageProfile, Simulator};
 use moescope_stats::deep_layers;
 
@@ -46,13 +47,23 @@ pub fn run(common: &CommonArgs, args: &SimArgs) -> Result<(), String> {
     sim.set_collapse(&args.collapse_lang, None)
         .map_err(|e| format!("--collapse-lang: {e}"))?;
     let recorder = common.recorder(&spec)?;
-    let export = serve_prometheus(recorder.clone(), &common.listen, common.publisher_config())
-        .map_err(|e| e.to_string())?;
+    let export = serve_prometheus_with_routes(
+        recorder.clone(),
+        &common.listen,
+        common.publisher_config(),
+        super::page::routes(
+            Router::new(),
+            recorder.clone(),
+            super::page::page_options(&common.publisher_config()),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     let addr = export.endpoint.local_addr();
     say!(
         "moescope demo: simulating {} ({} MoE layers, {} experts, top-{}); metrics at http://{addr}/metrics",
         spec.name, layers, spec.num_experts, spec.top_k
     );
+    say!("live page at http://{addr}/, the window as a snapshot file at http://{addr}/v1/snapshot");
     say!(
         "{} collapses in its last {} MoE layers onto {} experts at {}s{}",
         args.collapse_lang,
