@@ -29,6 +29,11 @@ fi
 # The Rust tests that need them fail (instead of skipping) when they are missing.
 export MOESCOPE_REQUIRE_PROMETHEUS=1
 
+# --- Headless Chromium: browser tests of `moescope report` and the demos' live page ---
+# Installs Debian's `chromium` when missing; exports MOESCOPE_CHROMIUM and
+# MOESCOPE_REQUIRE_CHROMIUM=1 (the browser tests then fail instead of skipping).
+source scripts/browser.sh
+
 echo "== promtool check rules / test rules ($(promtool --version 2>&1 | head -1))"
 (cd dashboards && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml)
 

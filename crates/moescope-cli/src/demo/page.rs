@@ -26,15 +26,16 @@ pub const SNAPSHOT_CONTENT_TYPE: &str = "application/json";
 pub const PAGE_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 
 /// The live page's settings for a demo publishing with `config`: the same reference language,
-/// LSI threshold and collapse settings as `/metrics`, reloading once per publication interval
-/// (2 to 60 s).
+/// LSI threshold, collapse settings and per-language collapse baselines as `/metrics`,
+/// reloading once per publication interval (2 to 60 s).
 pub fn page_options(config: &PublisherConfig) -> LivePageOptions {
     let seconds = config.interval.as_secs_f64().ceil().clamp(2.0, 60.0) as u32;
     let mut options = LivePageOptions::new(config.reference.clone())
         .with_collapse(config.collapse)
+        .with_lsi_threshold(config.lsi_threshold)
         .with_refresh_seconds(seconds)
         .with_links("/metrics", "/v1/snapshot");
-    options.lsi_threshold = config.lsi_threshold;
+    options.collapse_baselines = config.collapse_baselines.clone();
     options
 }
 
@@ -119,14 +120,18 @@ mod tests {
 
     #[test]
     fn the_live_page_draws_the_window_with_the_demos_settings() {
-        let config = PublisherConfig {
+        let mut config = PublisherConfig {
             interval: std::time::Duration::from_millis(7_500),
+            lsi_threshold: 0.25,
             ..PublisherConfig::default()
         };
+        config.collapse_baselines.insert("he".into(), 0.2);
         let options = page_options(&config);
         assert_eq!(options.refresh_seconds, 8);
         assert_eq!(options.reference, config.reference);
         assert_eq!(options.collapse, config.collapse);
+        assert_eq!(options.lsi_threshold, 0.25);
+        assert_eq!(options.collapse_baselines, config.collapse_baselines);
         let router = routes(Router::new(), recorder(), options);
         let (head, body) = get(&router, "/");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
