@@ -123,24 +123,7 @@ fn the_simulated_demos_live_page_draws_every_figure_from_loopback_only() {
     else {
         return;
     };
-    // he collapses from the start and never recovers.
-    let demo = common::start_demo([
-        "--simulate",
-        "--collapse-at",
-        "0",
-        "--recover-at",
-        "0",
-        "--mix",
-        "en=0.8,he=0.1,ja=0.1",
-        "--steps-per-second",
-        "50",
-        "--interval-ms",
-        "250",
-        "--bucket-ms",
-        "1000",
-        "--duration",
-        "60",
-    ]);
+    let demo = common::start_collapsed_sim_demo();
     let addr = demo.addr.clone();
     wait_for_page(&addr, Duration::from_secs(40), |html| {
         html.contains(r#"data-lang="he" data-verdict="collapsed""#)

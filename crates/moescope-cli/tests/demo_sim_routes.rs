@@ -17,24 +17,7 @@ fn body(response: &str) -> &str {
 
 #[test]
 fn the_simulated_demos_snapshot_round_trips_through_analyze_with_the_collapse_flagged() {
-    // he collapses from the start and never recovers.
-    let demo = common::start_demo([
-        "--simulate",
-        "--collapse-at",
-        "0",
-        "--recover-at",
-        "0",
-        "--mix",
-        "en=0.8,he=0.1,ja=0.1",
-        "--steps-per-second",
-        "50",
-        "--interval-ms",
-        "250",
-        "--bucket-ms",
-        "1000",
-        "--duration",
-        "60",
-    ]);
+    let demo = common::start_collapsed_sim_demo();
     let addr = demo.addr.clone();
     let path =
         std::env::temp_dir().join(format!("moescope-sim-window-{}.json", std::process::id()));

@@ -25,6 +25,29 @@ impl Drop for Demo {
     }
 }
 
+/// `moescope demo --simulate` in which he (10 % of the traffic, with en 80 % and ja 10 %)
+/// collapses from the start and never recovers: 50 steps a second, a round every 250 ms,
+/// 1-second buckets, for at most 60 s.
+pub fn start_collapsed_sim_demo() -> Demo {
+    start_demo([
+        "--simulate",
+        "--collapse-at",
+        "0",
+        "--recover-at",
+        "0",
+        "--mix",
+        "en=0.8,he=0.1,ja=0.1",
+        "--steps-per-second",
+        "50",
+        "--interval-ms",
+        "250",
+        "--bucket-ms",
+        "1000",
+        "--duration",
+        "60",
+    ])
+}
+
 /// Starts `moescope demo --listen 127.0.0.1:0 --quiet ARGS...` and waits for its banner.
 pub fn start_demo<I, S>(args: I) -> Demo
 where
