@@ -241,11 +241,16 @@ pub(crate) fn summary(ctx: &Ctx<'_>, out: &mut String) {
         "Window",
         match &ctx.snapshot.window {
             Some(w) => format!(
-                "{} to {} ({:.0} s, {} buckets)",
+                "{} to {} ({:.0} s, {} bucket{})",
                 crate::html::utc(w.start_unix_ms),
                 crate::html::utc(w.end_unix_ms),
                 (w.end_unix_ms.saturating_sub(w.start_unix_ms)) as f64 / 1000.0,
-                ctx.snapshot.buckets.len()
+                ctx.snapshot.buckets.len(),
+                if ctx.snapshot.buckets.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             ),
             None => "not recorded in the snapshot".into(),
         },
