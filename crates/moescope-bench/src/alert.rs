@@ -38,7 +38,7 @@ use moescope_core::ManualClock;
 use moescope_core::{BulkCounts, LangId, ModelSpec, Recorder, WindowConfig};
 use moescope_publish::{Metric, Publisher, PublisherConfig};
 use moescope_sim::{LanguageProfile, Simulator};
-use moescope_stats::{deep_layers, CollapseConfig};
+use moescope_stats::{deep_layers, sample_std, CollapseConfig};
 use serde::Serialize;
 
 /// The watched language's tag.
@@ -436,7 +436,8 @@ fn healthy_row(config: &SweepConfig, scenario: Scenario, seed: u64) -> Result<He
         .collect();
     let firings = alert_firings(&after, &config.rule).len();
     let scores: Vec<f64> = after.iter().filter_map(|r| r.score_bits).collect();
-    let (mean, std) = mean_std(&scores);
+    let mean = (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64);
+    let std = sample_std(&scores);
     Ok(HealthyRow {
         scenario,
         hours: config.healthy_hours,
@@ -484,16 +485,6 @@ fn detection_row(
     row.flag_minutes.sort_by(f64::total_cmp);
     row.alert_minutes.sort_by(f64::total_cmp);
     Ok(row)
-}
-
-fn mean_std(xs: &[f64]) -> (Option<f64>, Option<f64>) {
-    if xs.is_empty() {
-        return (None, None);
-    }
-    let n = xs.len() as f64;
-    let m = xs.iter().sum::<f64>() / n;
-    let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0);
-    (Some(m), Some(v.sqrt()))
 }
 
 /// A Poisson(`mean`) draw: multiplication of uniforms for small means, Hörmann's transformed
